@@ -1,0 +1,79 @@
+"""The one typed settings object, read once at start from the environment and `.env`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message names it and says what to do."""
+
+
+class Settings(BaseSettings):
+    """Every setting of the app; see README "Configuration"."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    database_url: str = Field("sqlite:///./emailsync.db", alias="DATABASE_URL")
+    secret_key: str | None = Field(None, alias="EMAILSYNC_SECRET_KEY")
+    slack_bot_token: str | None = Field(None, alias="SLACK_BOT_TOKEN")
+    slack_signing_secret: str | None = Field(None, alias="SLACK_SIGNING_SECRET")
+    slack_app_token: str | None = Field(None, alias="SLACK_APP_TOKEN")
+    slack_client_id: str | None = Field(None, alias="SLACK_CLIENT_ID")
+    slack_client_secret: str | None = Field(None, alias="SLACK_CLIENT_SECRET")
+    slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
+    public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
+    port: int = Field(3000, alias="PORT", ge=1, le=65535)
+    backend: Literal["local", "procrastinate"] = Field("local", alias="EMAILSYNC_BACKEND")
+    data_dir: Path = Field(Path("./.emailsync"), alias="EMAILSYNC_DATA_DIR")
+    env: Literal["development", "production"] = Field("development", alias="EMAILSYNC_ENV")
+    # Engine tuning; defaults suit a laptop and a small team.
+    poll_seconds: int = Field(120, alias="EMAILSYNC_POLL_SECONDS", ge=5)
+    tick_seconds: float = Field(5.0, alias="EMAILSYNC_TICK_SECONDS", gt=0)
+    workers: int = Field(4, alias="EMAILSYNC_WORKERS", ge=1, le=64)
+    max_message_bytes: int = Field(25 * 1024 * 1024, alias="EMAILSYNC_MAX_MESSAGE_BYTES", ge=1024)
+    imap_timeout: float = Field(30.0, alias="EMAILSYNC_IMAP_TIMEOUT", gt=0)
+    slice_seconds: float = Field(300.0, alias="EMAILSYNC_SLICE_SECONDS", gt=0)
+    # Test-only: exit the process hard right after committing batch N, so crash tests crash where meant.
+    test_exit_after_batch: int | None = Field(None, alias="EMAILSYNC_TEST_EXIT_AFTER_BATCH")
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_database(cls, value: str) -> str:
+        if not value.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+            raise ValueError("use sqlite:///path.db or postgresql://user@host/db")
+        if value.startswith("postgresql://"):
+            value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
+        return value
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True when the database is an embedded SQLite file."""
+        return self.database_url.startswith("sqlite:")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings once; raise ConfigError naming the first bad setting."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = _env_name(str(err["loc"][0])) if err["loc"] else "settings"
+        raise ConfigError(f"{name}: {err['msg']}. Fix it in the environment or .env and start again.") from None
+    if settings.env == "production" and not settings.secret_key:
+        raise ConfigError(
+            "EMAILSYNC_SECRET_KEY: not set, and production refuses to invent one. "
+            "Generate one with `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
+        )
+    if settings.backend == "procrastinate" and settings.is_sqlite:
+        raise ConfigError("EMAILSYNC_BACKEND: procrastinate needs PostgreSQL; set DATABASE_URL to a postgresql:// URL.")
+    return settings
+
+
+def _env_name(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    return (info.alias if info and info.alias else field).upper()

@@ -1,0 +1,1 @@
+"""Setup and account lifecycle as plain functions over domain values; no Slack imports."""

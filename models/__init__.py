@@ -1,0 +1,1 @@
+"""Tables, the engine/session factory, the queries and the migrations."""

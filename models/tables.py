@@ -1,0 +1,207 @@
+"""The SQLModel tables: accounts, folders, messages and where they live, contacts, runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from models.clock import utcnow
+
+
+class UserSettings(SQLModel, table=True):
+    """A person's general settings (personal: one Slack user in one team)."""
+
+    __tablename__ = "user_settings"
+    team_id: str = Field(primary_key=True, max_length=32)
+    user_id: str = Field(primary_key=True, max_length=32)
+    default_visibility: str = Field(default="private", max_length=16)  # private | shared
+    track_opens: bool = True
+    track_links: bool = True
+    notify_tracking: bool = True
+    notification_level: str = Field(default="everything", max_length=16)  # everything | errors | nothing
+
+
+class EmailAccount(SQLModel, table=True):
+    """A connected mailbox, its sync choices and its scheduling state."""
+
+    __tablename__ = "email_account"
+    __table_args__ = (UniqueConstraint("team_id", "user_id", "email", name="uq_account_owner_email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(index=True, max_length=32)
+    user_id: str = Field(index=True, max_length=32)
+    email: str = Field(max_length=320)
+    imap_host: str = Field(max_length=255)
+    imap_port: int = 993
+    imap_security: str = Field(default="tls", max_length=16)  # tls | starttls
+    username: str = Field(max_length=320)
+    secret_encrypted: str = Field(sa_column=Column(Text, nullable=False), repr=False)
+    smtp_host: str | None = Field(default=None, max_length=255)
+    smtp_port: int | None = None
+    smtp_security: str | None = Field(default=None, max_length=16)
+    state: str = Field(default="active", max_length=16, index=True)
+    sync_mode: str = Field(default="all", max_length=16)  # all | labels
+    start_option: str = Field(default="now", max_length=16)  # now | 1m | 3m | 6m | 1y | date
+    start_date: dt.date | None = None  # absolute start of the past sync; None for "now"
+    contact_scope: str = Field(default="all", max_length=16)  # all | contacts (past mail only)
+    visibility: str = Field(default="private", max_length=16)
+    next_sync_at: dt.datetime | None = Field(default=None, index=True)
+    failures: int = 0
+    sync_requested: bool = False  # "Sync now" pressed during a run: run again right after it
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: dt.datetime | None = None
+    lease_token: int = 0  # fencing token, bumped by every acquisition
+    current_run_id: int | None = None
+    last_error_code: str | None = Field(default=None, max_length=32)
+    last_error_message: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_at: dt.datetime | None = None
+    last_synced_at: dt.datetime | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class BlockedAddress(SQLModel, table=True):
+    """An address (a@b.c) or a whole domain (b.c) whose mail a person never syncs."""
+
+    __tablename__ = "blocked_address"
+    __table_args__ = (UniqueConstraint("team_id", "user_id", "pattern", name="uq_blocked_pattern"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=32)
+    user_id: str = Field(max_length=32)
+    pattern: str = Field(max_length=320)
+
+
+class Folder(SQLModel, table=True):
+    """An IMAP folder of an account with its sync cursors."""
+
+    __tablename__ = "folder"
+    __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("email_account.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    name: str = Field(max_length=1000)
+    role: str | None = Field(default=None, max_length=16)  # inbox sent trash junk drafts archive all
+    selected: bool = True
+    uidvalidity: int | None = None
+    setup_uidnext: int | None = None  # UIDNEXT when the folder was first seen: below is past mail
+    fwd_uid: int = 0  # highest UID of new mail committed
+    backfill_hi: int = 0  # past sync: UIDs below this remain to do (newest first)
+    backfill_done: bool = False
+    backfill_since: dt.date | None = None
+    backfill_scope: str = Field(default="all", max_length=16)
+    rematch: bool = False  # after a UIDVALIDITY change: match by Message-ID + size before fetching
+    highestmodseq: int | None = None
+    last_uidnext: int | None = None
+    last_messages: int | None = None
+    last_flag_pass_at: dt.datetime | None = None
+
+
+class Message(SQLModel, table=True):
+    """One email, stored once however many folders hold it."""
+
+    __tablename__ = "message"
+    __table_args__ = (
+        Index("ix_message_account_msgid_size", "account_id", "message_id", "size"),
+        Index("ix_message_account_hash", "account_id", "content_hash"),
+        Index("ix_message_account_gmid", "account_id", "gm_msgid"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("email_account.id", ondelete="CASCADE"), nullable=False)
+    )
+    team_id: str = Field(index=True, max_length=32)
+    message_id: str | None = Field(default=None, max_length=998)
+    gm_msgid: int | None = None
+    size: int = 0
+    content_hash: str | None = Field(default=None, max_length=64)
+    thread_key: str | None = Field(default=None, max_length=998)
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    date: dt.datetime | None = None
+    internal_date: dt.datetime | None = None
+    direction: str = Field(default="received", max_length=8)
+    visibility: str = Field(default="private", max_length=16)
+    snippet: str | None = Field(default=None, sa_column=Column(Text))
+    text_body: str | None = Field(default=None, sa_column=Column(Text))
+    html_body: str | None = Field(default=None, sa_column=Column(Text))
+    attachments: str | None = Field(default=None, sa_column=Column(Text))  # JSON: [{name,type,size}]
+    truncated: bool = False
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class MessageLocation(SQLModel, table=True):
+    """Where a message sits: folder, UIDVALIDITY, UID, flags."""
+
+    __tablename__ = "message_location"
+    __table_args__ = (UniqueConstraint("folder_id", "uidvalidity", "uid", name="uq_location_uid"),)
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("message.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    folder_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("folder.id", ondelete="CASCADE"), nullable=False)
+    )
+    uidvalidity: int
+    uid: int
+    flags: str = Field(default="", max_length=1000)  # space-separated, sorted
+
+
+class MessageAddress(SQLModel, table=True):
+    """One address of a message header (from, sender, reply_to, to, cc, bcc), lower-cased."""
+
+    __tablename__ = "message_address"
+    id: int | None = Field(default=None, primary_key=True)
+    message_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("message.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    role: str = Field(max_length=8)
+    position: int = 0
+    email: str = Field(max_length=320, index=True)
+    name: str | None = Field(default=None, max_length=1000)
+
+
+class Contact(SQLModel, table=True):
+    """A team's CRM contact; messages link to it through their addresses."""
+
+    __tablename__ = "contact"
+    __table_args__ = (UniqueConstraint("team_id", "email", name="uq_contact_team_email"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=32)
+    email: str = Field(max_length=320)
+    name: str | None = Field(default=None, max_length=1000)
+    source: str = Field(default="import", max_length=16)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class SyncRun(SQLModel, table=True):
+    """One logical sync of an account (possibly executed in several slices)."""
+
+    __tablename__ = "sync_run"
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("email_account.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    kind: str = Field(default="incremental", max_length=16)  # past | incremental | widen
+    status: str = Field(default="running", max_length=16)  # running | done | failed
+    started_at: dt.datetime = Field(default_factory=utcnow)
+    finished_at: dt.datetime | None = None
+    slices: int = 0
+    total: int = 0
+    processed: int = 0
+    stored: int = 0
+    skipped: int = 0
+    failed_messages: int = 0
+    contacts_matched: int = 0
+    error_code: str | None = Field(default=None, max_length=32)
+    error_message: str | None = Field(default=None, sa_column=Column(Text))
+    slack_channel: str | None = Field(default=None, max_length=32)
+    slack_ts: str | None = Field(default=None, max_length=32)
+
+
+class SchedulerHeartbeat(SQLModel, table=True):
+    """When the scheduler tick last ran, for /healthz."""
+
+    __tablename__ = "scheduler_heartbeat"
+    name: str = Field(primary_key=True, max_length=32)
+    owner: str = Field(max_length=128)
+    ticked_at: dt.datetime = Field(default_factory=utcnow)

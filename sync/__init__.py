@@ -1,0 +1,1 @@
+"""The sync engine, its errors, the Notifier protocol, the scheduler tick and dispatchers."""
