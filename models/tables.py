@@ -138,9 +138,7 @@ class MessageLocation(SQLModel, table=True):
     message_id: int = Field(
         sa_column=Column(Integer, ForeignKey("message.id", ondelete="CASCADE"), nullable=False, index=True)
     )
-    folder_id: int = Field(
-        sa_column=Column(Integer, ForeignKey("folder.id", ondelete="CASCADE"), nullable=False)
-    )
+    folder_id: int = Field(sa_column=Column(Integer, ForeignKey("folder.id", ondelete="CASCADE"), nullable=False))
     uidvalidity: int
     uid: int
     flags: str = Field(default="", max_length=1000)  # space-separated, sorted

@@ -1,0 +1,52 @@
+"""`emailsync doctor`: checks of the database, the schema, the secret key and each account's login."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine
+
+from models import accounts as account_queries
+from models.db import alembic_config, ping, session_scope
+from models.secrets import SecretBox, SecretKeyError
+from sync.errors import SyncError
+from sync.imap_session import ImapLogin, imap_session
+
+
+def run_checks(db: Engine, secrets: SecretBox, *, timeout: float) -> list[dict[str, Any]]:
+    """Every check as {name, ok, detail}; stops early only when the database does not answer."""
+    checks: list[dict[str, Any]] = []
+    if not ping(db):
+        return [{"name": "database", "ok": False, "detail": "does not answer; check DATABASE_URL"}]
+    checks.append({"name": "database", "ok": True, "detail": f"answers ({db.dialect.name})"})
+    head = ScriptDirectory.from_config(alembic_config(db)).get_current_head()
+    with db.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    checks.append(
+        {
+            "name": "schema",
+            "ok": current == head,
+            "detail": "up to date" if current == head else f"at {current}, needs {head}: run `emailsync db upgrade`",
+        }
+    )
+    if current != head:
+        return checks
+    with session_scope(db) as session:
+        accounts = [a for a in account_queries.list_accounts(session) if a.state != "disconnected"]
+    for account in accounts:
+        name = f"account {account.id} ({account.email})"
+        try:
+            password = secrets.decrypt(account.secret_encrypted)
+        except SecretKeyError as exc:
+            checks.append({"name": name, "ok": False, "detail": str(exc)})
+            continue
+        login = ImapLogin(account.imap_host, account.imap_port, account.imap_security, account.username, password)  # type: ignore[arg-type]
+        try:
+            with imap_session(login, timeout=timeout) as client:
+                client.noop()
+            checks.append({"name": name, "ok": True, "detail": f"IMAP login to {account.imap_host} works"})
+        except SyncError as exc:
+            checks.append({"name": name, "ok": False, "detail": str(exc)})
+    return checks

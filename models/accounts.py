@@ -1,0 +1,186 @@
+"""Queries on accounts: create, find, the sync lease with its fencing token, scheduling, runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+
+from sqlalchemy import delete, func, or_, update
+from sqlmodel import Session, select
+
+from models.clock import utcnow
+from models.tables import BlockedAddress, EmailAccount, Folder, Message, SchedulerHeartbeat, SyncRun
+
+SYNCABLE_STATES = ("active", "syncing", "error")
+
+
+def create_account(session: Session, **fields: object) -> EmailAccount:
+    """Insert an account and return it with its id."""
+    account = EmailAccount(**fields)  # type: ignore[arg-type]
+    session.add(account)
+    session.flush()
+    return account
+
+
+def get_account(session: Session, account_id: int) -> EmailAccount | None:
+    """One account by id, or None."""
+    return session.get(EmailAccount, account_id)
+
+
+def list_accounts(session: Session, *, team_id: str | None = None) -> Sequence[EmailAccount]:
+    """Accounts, optionally of one team, oldest first."""
+    query = select(EmailAccount).order_by(EmailAccount.id)  # type: ignore[arg-type]
+    if team_id is not None:
+        query = query.where(EmailAccount.team_id == team_id)
+    return session.exec(query).all()
+
+
+def find_account_by_email(session: Session, *, team_id: str, user_id: str, email: str) -> EmailAccount | None:
+    """The account a person already has for this address, if any."""
+    return session.exec(
+        select(EmailAccount).where(
+            EmailAccount.team_id == team_id, EmailAccount.user_id == user_id, EmailAccount.email == email
+        )
+    ).first()
+
+
+def delete_account(session: Session, *, account_id: int) -> None:
+    """Remove an account with its folders, runs and synced mail."""
+    session.exec(delete(Message).where(Message.account_id == account_id))  # type: ignore[call-overload]
+    session.exec(delete(EmailAccount).where(EmailAccount.id == account_id))  # type: ignore[call-overload]
+
+
+def disconnect_account(session: Session, *, account_id: int) -> None:
+    """Stop syncing and forget the secret, keeping the synced mail (and its folders) readable."""
+    session.exec(  # type: ignore[call-overload]
+        update(EmailAccount)
+        .where(EmailAccount.id == account_id)  # type: ignore[arg-type]
+        .values(state="disconnected", secret_encrypted="", next_sync_at=None, current_run_id=None)
+    )
+
+
+def blocked_patterns(session: Session, *, team_id: str, user_id: str) -> set[str]:
+    """A person's blocked addresses and domains, lower-cased."""
+    rows = session.exec(
+        select(BlockedAddress.pattern).where(BlockedAddress.team_id == team_id, BlockedAddress.user_id == user_id)
+    ).all()
+    return {r.lower() for r in rows}
+
+
+def acquire_lease(session: Session, *, account_id: int, owner: str, ttl: float) -> int | None:
+    """Take the account's sync lease if it is free or expired; return the new fencing token."""
+    now = utcnow()
+    result = session.exec(  # type: ignore[call-overload]
+        update(EmailAccount)
+        .where(
+            EmailAccount.id == account_id,  # type: ignore[arg-type]
+            or_(EmailAccount.lease_owner.is_(None), EmailAccount.lease_until < now),  # type: ignore[union-attr,operator]
+        )
+        .values(
+            lease_owner=owner,
+            lease_until=now + dt.timedelta(seconds=ttl),
+            lease_token=EmailAccount.lease_token + 1,
+        )
+        .returning(EmailAccount.lease_token)
+    )
+    row = result.first()
+    return int(row[0]) if row else None
+
+
+def renew_lease(session: Session, *, account_id: int, owner: str, token: int, ttl: float) -> bool:
+    """Extend the lease if this owner still holds it with this token (the fence every commit checks)."""
+    result = session.exec(  # type: ignore[call-overload]
+        update(EmailAccount)
+        .where(
+            EmailAccount.id == account_id,  # type: ignore[arg-type]
+            EmailAccount.lease_owner == owner,  # type: ignore[arg-type]
+            EmailAccount.lease_token == token,  # type: ignore[arg-type]
+        )
+        .values(lease_until=utcnow() + dt.timedelta(seconds=ttl))
+    )
+    return bool(result.rowcount == 1)
+
+
+def release_lease(session: Session, *, account_id: int, owner: str, token: int) -> None:
+    """Give the lease back (only if still ours)."""
+    session.exec(  # type: ignore[call-overload]
+        update(EmailAccount)
+        .where(
+            EmailAccount.id == account_id,  # type: ignore[arg-type]
+            EmailAccount.lease_owner == owner,  # type: ignore[arg-type]
+            EmailAccount.lease_token == token,  # type: ignore[arg-type]
+        )
+        .values(lease_owner=None, lease_until=None)
+    )
+
+
+def claim_due_accounts(session: Session, *, hold_seconds: float, limit: int = 100) -> list[int]:
+    """Claim accounts whose next sync is due, pushing next_sync_at out so no other tick claims them."""
+    now = utcnow()
+    due = (
+        select(EmailAccount.id)
+        .where(
+            EmailAccount.next_sync_at <= now,  # type: ignore[operator]
+            EmailAccount.state.in_(SYNCABLE_STATES),  # type: ignore[attr-defined]
+        )
+        .order_by(EmailAccount.next_sync_at)  # type: ignore[arg-type]
+        .limit(limit)
+        .scalar_subquery()
+    )
+    result = session.exec(  # type: ignore[call-overload]
+        update(EmailAccount)
+        .where(EmailAccount.id.in_(due), EmailAccount.next_sync_at <= now)  # type: ignore[union-attr,operator]
+        .values(next_sync_at=now + dt.timedelta(seconds=hold_seconds))
+        .returning(EmailAccount.id)
+    )
+    return sorted(int(r[0]) for r in result.all())
+
+
+def request_sync_now(session: Session, *, account_id: int) -> None:
+    """Make the account due now; if a run is going on, remember to run again right after it."""
+    session.exec(  # type: ignore[call-overload]
+        update(EmailAccount)
+        .where(EmailAccount.id == account_id)  # type: ignore[arg-type]
+        .values(
+            next_sync_at=utcnow(),
+            sync_requested=EmailAccount.lease_owner.is_not(None),  # type: ignore[union-attr]
+        )
+    )
+
+
+def folders_of(session: Session, account_id: int) -> list[Folder]:
+    """Every folder row of an account."""
+    return list(session.exec(select(Folder).where(Folder.account_id == account_id).order_by(Folder.id)).all())  # type: ignore[arg-type]
+
+
+def open_run(session: Session, *, account_id: int, kind: str) -> SyncRun:
+    """Start a logical run."""
+    run = SyncRun(account_id=account_id, kind=kind)
+    session.add(run)
+    session.flush()
+    return run
+
+
+def record_heartbeat(session: Session, *, name: str, owner: str) -> None:
+    """Note that the scheduler ticked now."""
+    beat = session.get(SchedulerHeartbeat, name)
+    if beat is None:
+        session.add(SchedulerHeartbeat(name=name, owner=owner, ticked_at=utcnow()))
+    else:
+        beat.owner = owner
+        beat.ticked_at = utcnow()
+        session.add(beat)
+
+
+def last_heartbeat(session: Session, *, name: str) -> dt.datetime | None:
+    """When the scheduler last ticked, or None if never."""
+    beat = session.get(SchedulerHeartbeat, name)
+    return beat.ticked_at if beat else None
+
+
+def message_counts(session: Session, account_ids: Sequence[int]) -> dict[int, int]:
+    """Stored messages per account."""
+    rows = session.exec(
+        select(Message.account_id, func.count()).where(Message.account_id.in_(account_ids)).group_by(Message.account_id)  # type: ignore[attr-defined]
+    ).all()
+    return {int(a): int(n) for a, n in rows}

@@ -1,0 +1,190 @@
+"""Queries the engine stores mail with: dedup look-ups, batch inserts, locations, cursors, clean-up."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import and_, delete, func, insert, not_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session
+
+from models.tables import Contact, Folder, Message, MessageAddress, MessageLocation
+
+# A dedup key: ("gm", gmail id) | ("mid", Message-ID, size) | ("hash", header hash, size).
+DedupKey = tuple[Any, ...]
+_CHUNK = 500  # parameters per IN (...) stay far below SQLite's and PostgreSQL's limits
+
+
+def find_existing(session: Session, *, account_id: int, keys: Iterable[DedupKey]) -> dict[DedupKey, int]:
+    """Map each key that is already stored in the account to its message's primary key."""
+    by_kind: dict[str, list[DedupKey]] = {"gm": [], "mid": [], "hash": []}
+    for key in keys:
+        by_kind[key[0]].append(key)
+    found: dict[DedupKey, int] = {}
+    for kind, column in (
+        ("gm", Message.gm_msgid),
+        ("mid", Message.message_id),
+        ("hash", Message.content_hash),
+    ):
+        wanted = {k[1] for k in by_kind[kind]}
+        for chunk in _chunks(sorted(wanted)):
+            rows = session.execute(
+                select(Message.id, column, Message.size).where(
+                    Message.account_id == account_id,
+                    column.in_(chunk),  # type: ignore[arg-type,union-attr,attr-defined]
+                )
+            ).all()
+            for pk, value, size in rows:
+                key = (kind, value) if kind == "gm" else (kind, value, size)
+                found.setdefault(key, pk)
+    return {k: found[k] for k in keys if k in found}
+
+
+def insert_messages(session: Session, rows: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert message rows and return their primary keys, in order."""
+    if not rows:
+        return []
+    result = session.execute(
+        insert(Message).returning(Message.id, sort_by_parameter_order=True),  # type: ignore[arg-type]
+        list(rows),
+    )
+    return [int(r[0]) for r in result.all()]
+
+
+def insert_addresses(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert message_address rows."""
+    if rows:
+        session.execute(insert(MessageAddress), list(rows))
+
+
+def insert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> None:
+    """Insert locations, ignoring one that is already there (a rerun after a crash)."""
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    stmt: Any
+    if dialect == "postgresql":
+        stmt = postgresql.insert(MessageLocation).on_conflict_do_nothing()
+    else:
+        stmt = sqlite.insert(MessageLocation).on_conflict_do_nothing()
+    session.execute(stmt, list(rows))
+
+
+def update_folder(session: Session, folder_id: int, **values: Any) -> None:
+    """Set cursor and state columns of one folder."""
+    session.execute(update(Folder).where(Folder.id == folder_id).values(**values))  # type: ignore[arg-type]
+
+
+def known_uids(session: Session, *, folder_id: int, uidvalidity: int, lo: int, hi: int) -> list[int]:
+    """UIDs we hold locations for in [lo, hi] of this folder and UIDVALIDITY."""
+    rows = session.execute(
+        select(MessageLocation.uid).where(
+            MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
+            MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
+            MessageLocation.uid.between(lo, hi),  # type: ignore[attr-defined]
+        )
+    ).all()
+    return sorted(int(r[0]) for r in rows)
+
+
+def max_known_uid(session: Session, *, folder_id: int, uidvalidity: int) -> int:
+    """The highest UID we hold a location for in this folder (0 if none)."""
+    value = session.execute(
+        select(func.max(MessageLocation.uid)).where(
+            MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
+            MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
+        )
+    ).scalar()
+    return int(value or 0)
+
+
+def location_flags(session: Session, *, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> dict[int, str]:
+    """Stored flags by UID."""
+    out: dict[int, str] = {}
+    for chunk in _chunks(list(uids)):
+        rows = session.execute(
+            select(MessageLocation.uid, MessageLocation.flags).where(
+                MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
+                MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
+                MessageLocation.uid.in_(chunk),  # type: ignore[attr-defined]
+            )
+        ).all()
+        out.update({int(u): f for u, f in rows})
+    return out
+
+
+def set_flags(session: Session, *, folder_id: int, uidvalidity: int, flags_by_uid: dict[int, str]) -> int:
+    """Store new flags for known UIDs; return how many changed."""
+    current = location_flags(session, folder_id=folder_id, uidvalidity=uidvalidity, uids=list(flags_by_uid))
+    changed = 0
+    for uid, flags in flags_by_uid.items():
+        if uid in current and current[uid] != flags:
+            session.execute(
+                update(MessageLocation)
+                .where(
+                    MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
+                    MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
+                    MessageLocation.uid == uid,  # type: ignore[arg-type]
+                )
+                .values(flags=flags)
+            )
+            changed += 1
+    return changed
+
+
+def remove_locations(session: Session, *, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> None:
+    """Forget locations that the server no longer has."""
+    for chunk in _chunks(list(uids)):
+        session.execute(
+            delete(MessageLocation).where(
+                MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
+                MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
+                MessageLocation.uid.in_(chunk),  # type: ignore[attr-defined]
+            )
+        )
+
+
+def drop_stale_locations(session: Session, *, folder_id: int, uidvalidity: int) -> None:
+    """Forget locations recorded under an older UIDVALIDITY of this folder."""
+    session.execute(
+        delete(MessageLocation).where(
+            MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
+            MessageLocation.uidvalidity != uidvalidity,  # type: ignore[arg-type]
+        )
+    )
+
+
+def delete_folder(session: Session, folder_id: int) -> None:
+    """Remove a folder and (by cascade) its locations."""
+    session.execute(delete(MessageLocation).where(MessageLocation.folder_id == folder_id))  # type: ignore[arg-type]
+    session.execute(delete(Folder).where(Folder.id == folder_id))  # type: ignore[arg-type]
+
+
+def delete_orphan_messages(session: Session, *, account_id: int) -> int:
+    """Delete messages of the account that no folder holds any more; return how many."""
+    has_location = select(MessageLocation.id).where(MessageLocation.message_id == Message.id).exists()  # type: ignore[arg-type]
+    orphans = select(Message.id).where(Message.account_id == account_id, not_(has_location))  # type: ignore[arg-type]
+    ids = [int(r[0]) for r in session.execute(orphans).all()]
+    for chunk in _chunks(ids):
+        session.execute(delete(MessageAddress).where(MessageAddress.message_id.in_(chunk)))  # type: ignore[attr-defined]
+        session.execute(delete(Message).where(Message.id.in_(chunk)))  # type: ignore[union-attr]
+    return len(ids)
+
+
+def contacts_matched_since(session: Session, *, account_id: int, team_id: str, since: dt.datetime) -> int:
+    """Distinct team contacts involved in the account's messages stored since a moment."""
+    query = (
+        select(func.count(func.distinct(Contact.id)))
+        .select_from(MessageAddress)
+        .join(Message, Message.id == MessageAddress.message_id)  # type: ignore[arg-type]
+        .join(Contact, and_(Contact.email == MessageAddress.email, Contact.team_id == team_id))  # type: ignore[arg-type]
+        .where(Message.account_id == account_id, Message.created_at >= since)  # type: ignore[arg-type,operator]
+    )
+    return int(session.execute(query).scalar() or 0)
+
+
+def _chunks(items: list[Any], size: int = _CHUNK) -> Iterable[list[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,750 @@
+"""The sync engine: one account, one IMAP session, folders synced with crash-safe cursors."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import hashlib
+import logging
+import os
+import time
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from imapclient import IMAPClient
+from imapclient.exceptions import IMAPClientError
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from models import accounts as account_queries
+from models import contacts as contact_queries
+from models import mailstore
+from models.clock import utcnow
+from models.db import session_scope
+from models.secrets import SecretBox, SecretKeyError
+from models.tables import EmailAccount, Folder, SyncRun
+from sync.backoff import backoff_seconds
+from sync.errors import AuthFailed, FolderGone, LeaseLost, ProtocolError, SyncError, Throttled
+from sync.folders import RemoteFolder, discover_folders, selected_by_default
+from sync.imap_session import ImapLogin, SslContextFactory, default_ssl_context, imap_session
+from sync.notifier import Notifier, RunReport
+from sync.parse import Body, Headers, parse_body, parse_headers
+
+log = logging.getLogger(__name__)
+
+HEADER_ITEM = b"BODY.PEEK[HEADER]"
+HEADER_KEY = b"BODY[HEADER]"
+BODY_ITEM = b"BODY.PEEK[]"
+BODY_KEY = b"BODY[]"
+
+
+@dataclass
+class EngineConfig:
+    """Tunables of the engine (built from Settings by the composition root)."""
+
+    timeout: float = 30.0
+    max_message_bytes: int = 25 * 1024 * 1024
+    batch_size: int = 250  # UIDs per FETCH: a command line far below Dovecot's 64 KiB limit
+    body_chunk_bytes: int = 8 * 1024 * 1024  # bytes of bodies per FETCH: memory follows this
+    search_window: int = 20_000  # UIDs per SEARCH: replies stay far below imaplib's 1 MB line limit
+    flag_window: int = 5_000  # newest known UIDs covered by the periodic flag pass
+    flag_pass_seconds: float = 3600.0  # servers without CONDSTORE get a flag pass this often
+    lease_ttl: float = 120.0
+    poll_seconds: float = 120.0
+    progress_seconds: float = 5.0
+    exit_after_batch: int | None = None  # test-only: os._exit after committing batch N
+    ssl_context: SslContextFactory = default_ssl_context
+
+
+@dataclass
+class EngineDeps:
+    """What the engine needs from the outside world."""
+
+    db: Engine
+    secrets: SecretBox
+    notifier: Notifier
+    config: EngineConfig
+    owner: str  # this process, for the lease
+
+
+class Outcome(enum.Enum):
+    """How one call of sync_account ended."""
+
+    DONE = "done"  # the run finished
+    MORE = "more"  # the slice's time ran out; the run continues at the next tick
+    BUSY = "busy"  # another process holds the lease
+    FAILED = "failed"
+    SKIPPED = "skipped"  # the account is gone, paused or disconnected
+
+
+class _BudgetExhausted(Exception):
+    """The slice's time is up; stop between batches."""
+
+
+_batches_committed = 0  # per process, for the test-only hard exit
+
+
+def sync_account(deps: EngineDeps, account_id: int, *, budget_seconds: float | None = None) -> Outcome:
+    """Sync one account (one slice of its current run) under the account's lease."""
+    with session_scope(deps.db) as session:
+        token = account_queries.acquire_lease(
+            session, account_id=account_id, owner=deps.owner, ttl=deps.config.lease_ttl
+        )
+    if token is None:
+        return Outcome.BUSY
+    try:
+        return _AccountSync(deps, account_id, token, budget_seconds).run()
+    finally:
+        with session_scope(deps.db) as session:
+            account_queries.release_lease(session, account_id=account_id, owner=deps.owner, token=token)
+
+
+@dataclass
+class _Candidate:
+    uid: int
+    size: int
+    flags: str
+    internal_date: dt.datetime | None
+    headers: Headers
+    gm_msgid: int | None
+    body: Body | None = None
+    truncated: bool = False
+    failed: bool = False
+    extra_uids: list[tuple[int, str]] = field(default_factory=list)  # same message twice in one folder
+
+    def key(self) -> mailstore.DedupKey:
+        if self.gm_msgid is not None:
+            return ("gm", self.gm_msgid)
+        if self.headers.message_id:
+            return ("mid", self.headers.message_id, self.size)
+        return ("hash", self.headers.header_hash, self.size)
+
+
+class _AccountSync:
+    """One slice of a run for one account; holds the per-slice state."""
+
+    def __init__(self, deps: EngineDeps, account_id: int, token: int, budget: float | None) -> None:
+        self.deps = deps
+        self.cfg = deps.config
+        self.account_id = account_id
+        self.token = token
+        self.deadline = time.monotonic() + budget if budget else None
+        self.started = time.monotonic()
+        self.last_progress = 0.0
+
+    # ---- the run ---------------------------------------------------------------------------------
+
+    def run(self) -> Outcome:
+        with session_scope(self.deps.db) as session:
+            account = account_queries.get_account(session, self.account_id)
+            if account is None or account.state not in account_queries.SYNCABLE_STATES:
+                return Outcome.SKIPPED
+            self.account = account
+            self.was_failing = account.last_error_code is not None
+            try:
+                password = self.deps.secrets.decrypt(account.secret_encrypted)
+            except SecretKeyError as exc:
+                self.run_row = self._current_run(session, account)
+                session.commit()
+                return self._fail(ProtocolError(str(exc), "An operator must restore the old key."))
+            self.contacts = contact_queries.team_contact_emails(session, team_id=account.team_id)
+            self.blocked = account_queries.blocked_patterns(session, team_id=account.team_id, user_id=account.user_id)
+            self.run_row = self._current_run(session, account)
+            account.state = "syncing"
+            account.current_run_id = self.run_row.id
+            session.add(account)
+        if self.run_row.slices == 1:
+            self.deps.notifier.sync_started(self._report())
+        login = ImapLogin(
+            account.imap_host,
+            account.imap_port,
+            account.imap_security,
+            account.username,
+            password,  # type: ignore[arg-type]
+        )
+        try:
+            with imap_session(login, timeout=self.cfg.timeout, ssl_context=self.cfg.ssl_context) as client:
+                client.normalise_times = False
+                self._sync_mailbox(client)
+        except _BudgetExhausted:
+            self._save_slice(done=False)
+            return Outcome.MORE
+        except LeaseLost:
+            log.warning("account %s: lease lost; stopping without writing", self.account_id)
+            return Outcome.FAILED
+        except SyncError as exc:
+            return self._fail(exc)
+        except Exception:
+            log.exception("account %s: unexpected error during sync", self.account_id)
+            return self._fail(ProtocolError("An unexpected error stopped the sync.", "It is retried automatically."))
+        self._save_slice(done=True)
+        return Outcome.DONE
+
+    def _current_run(self, session: Session, account: EmailAccount) -> SyncRun:
+        run = session.get(SyncRun, account.current_run_id) if account.current_run_id else None
+        if run is None or run.status != "running":
+            kind = "past" if account.start_date and not account.last_synced_at else "incremental"
+            run = account_queries.open_run(session, account_id=account.id, kind=kind)  # type: ignore[arg-type]
+        run.slices += 1
+        session.add(run)
+        session.flush()
+        return run
+
+    def _sync_mailbox(self, client: IMAPClient) -> None:
+        caps = {c.upper() for c in client.capabilities()}
+        self.condstore = b"CONDSTORE" in caps
+        self.gmail = b"X-GM-EXT-1" in caps
+        if self.condstore and b"ENABLE" in caps:
+            client.enable("CONDSTORE")
+        remote = discover_folders(client)
+        folders, vanished = self._reconcile_folders(remote)
+        pending = [f for f in folders if f.selected and not f.backfill_done]
+        self._estimate_total(client, pending)
+        for folder in folders:
+            if folder.selected:
+                try:
+                    self._sync_folder(client, folder)
+                except FolderGone:
+                    log.info("account %s: folder %r vanished during sync", self.account_id, folder.name)
+        with self._writing() as session:
+            for folder in vanished:
+                mailstore.delete_folder(session, folder.id)  # type: ignore[arg-type]
+            if all(f.backfill_done for f in folders if f.selected):
+                # A message leaves only when no folder holds it; waiting for every backfill first lets a
+                # message moved into a folder not yet backfilled be found there instead of re-fetched.
+                mailstore.delete_orphan_messages(session, account_id=self.account_id)
+
+    def _reconcile_folders(self, remote: list[RemoteFolder]) -> tuple[list[Folder], list[Folder]]:
+        with session_scope(self.deps.db) as session:
+            known = {f.name: f for f in account_queries.folders_of(session, self.account_id)}
+            for rf in remote:
+                folder = known.get(rf.name)
+                if folder is None:
+                    # A folder that appears later is treated like one seen at setup: past mail by the
+                    # account's window and scope, new mail from now on.
+                    selected = self.account.sync_mode == "all" and selected_by_default(rf.role)
+                    folder = Folder(account_id=self.account_id, name=rf.name, role=rf.role, selected=selected)
+                    session.add(folder)
+                    known[rf.name] = folder
+                elif folder.role != rf.role:
+                    folder.role = rf.role
+                    session.add(folder)
+            session.flush()
+            names = {rf.name for rf in remote}
+            order = {rf.name: i for i, rf in enumerate(remote)}
+            present = sorted((f for f in known.values() if f.name in names), key=lambda f: order[f.name])
+            vanished = [f for f in known.values() if f.name not in names]
+        return present, vanished
+
+    def _estimate_total(self, client: IMAPClient, pending: list[Folder]) -> None:
+        """Until a folder's SEARCH says exactly, count its MESSAGES towards the run's total."""
+        self.estimates: dict[int, int] = {}
+        if self.run_row.total:
+            return
+        for folder in pending:
+            try:
+                count = int(client.folder_status(folder.name, [b"MESSAGES"])[b"MESSAGES"])
+            except IMAPClientError:
+                continue
+            self.estimates[folder.id] = count  # type: ignore[index]
+            self.run_row.total += count
+
+    # ---- one folder ------------------------------------------------------------------------------
+
+    def _sync_folder(self, client: IMAPClient, folder: Folder) -> None:
+        items = [b"UIDNEXT", b"UIDVALIDITY", b"MESSAGES"] + ([b"HIGHESTMODSEQ"] if self.condstore else [])
+        try:
+            status = client.folder_status(folder.name, items)
+        except IMAPClientError as exc:
+            raise FolderGone(f"The folder {folder.name} is gone.", "") from exc
+        uidnext = int(status[b"UIDNEXT"])
+        uidvalidity = int(status[b"UIDVALIDITY"])
+        messages = int(status[b"MESSAGES"])
+        modseq = int(status[b"HIGHESTMODSEQ"]) if b"HIGHESTMODSEQ" in status else None
+
+        if folder.uidvalidity is None:
+            self._init_folder(folder, uidvalidity, uidnext, rematch=False)
+        elif folder.uidvalidity != uidvalidity:
+            log.info("account %s: UIDVALIDITY of %r changed; re-matching", self.account_id, folder.name)
+            self._init_folder(folder, uidvalidity, uidnext, rematch=True)
+
+        flag_pass_due = not self.condstore and (
+            folder.last_flag_pass_at is None
+            or (utcnow() - folder.last_flag_pass_at).total_seconds() >= self.cfg.flag_pass_seconds
+        )
+        unchanged = (
+            folder.backfill_done
+            and folder.last_uidnext == uidnext
+            and folder.last_messages == messages
+            and (not self.condstore or folder.highestmodseq == modseq)
+        )
+        if unchanged and not flag_pass_due:
+            return  # one STATUS round trip, no SELECT, no FETCH
+        try:
+            client.select_folder(folder.name, readonly=True)  # EXAMINE: we never change anything
+        except IMAPClientError as exc:
+            raise FolderGone(f"The folder {folder.name} is gone.", "") from exc
+
+        if uidnext - 1 > folder.fwd_uid:
+            self._new_mail(client, folder)
+        if not unchanged:
+            self._sync_flags_condstore(client, folder, modseq)
+            self._sync_deletions(client, folder, uidnext, messages)
+        did_flag_pass = False
+        if flag_pass_due and folder.fwd_uid:
+            self._flag_pass(client, folder)
+            did_flag_pass = True
+        if not folder.backfill_done:
+            self._backfill(client, folder)
+        with self._writing() as session:
+            values: dict[str, Any] = {"last_uidnext": uidnext, "last_messages": messages}
+            if self.condstore:
+                # Stored only now: every change up to this MODSEQ has been applied above.
+                values["highestmodseq"] = modseq
+            if did_flag_pass:
+                values["last_flag_pass_at"] = utcnow()
+            mailstore.update_folder(session, folder.id, **values)  # type: ignore[arg-type]
+        folder.last_uidnext, folder.last_messages = uidnext, messages
+        if self.condstore:
+            folder.highestmodseq = modseq
+
+    def _init_folder(self, folder: Folder, uidvalidity: int, uidnext: int, *, rematch: bool) -> None:
+        """Record the setup boundary: UIDs from UIDNEXT on are new mail, below it the past sync."""
+        since = self.account.start_date
+        values: dict[str, Any] = {
+            "uidvalidity": uidvalidity,
+            "setup_uidnext": uidnext,
+            "fwd_uid": uidnext - 1,
+            "backfill_hi": uidnext,
+            # After a UIDVALIDITY change every UID is re-matched, whatever the start date.
+            "backfill_done": not rematch and since is None,
+            "backfill_since": since,
+            "backfill_scope": self.account.contact_scope,
+            "rematch": rematch,
+            "last_uidnext": None,
+            "last_messages": None,
+            "highestmodseq": None,
+        }
+        with self._writing() as session:
+            mailstore.update_folder(session, folder.id, **values)  # type: ignore[arg-type]
+        for name, value in values.items():
+            setattr(folder, name, value)
+
+    def _new_mail(self, client: IMAPClient, folder: Folder) -> None:
+        # `n:*` always returns the last message, even below n: drop what is not above the cursor.
+        uids = sorted(u for u in client.search(["UID", f"{folder.fwd_uid + 1}:*"]) if u > folder.fwd_uid)
+        self.run_row.total += len(uids)
+        for batch in _chunks(uids, self.cfg.batch_size):
+            self._process_batch(client, folder, batch, past=False, cursor={"fwd_uid": max(batch)})
+            folder.fwd_uid = max(batch)
+
+    def _sync_flags_condstore(self, client: IMAPClient, folder: Folder, modseq: int | None) -> None:
+        if not self.condstore or folder.highestmodseq is None or modseq == folder.highestmodseq:
+            return
+        if folder.fwd_uid < 1:
+            return
+        resp = client.fetch(f"1:{folder.fwd_uid}", ["FLAGS"], modifiers=[f"CHANGEDSINCE {folder.highestmodseq}"])
+        changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items() if uid <= folder.fwd_uid}
+        if changes:
+            with self._writing() as session:
+                mailstore.set_flags(
+                    session,
+                    folder_id=folder.id,
+                    uidvalidity=folder.uidvalidity,
+                    flags_by_uid=changes,  # type: ignore[arg-type]
+                )
+
+    def _flag_pass(self, client: IMAPClient, folder: Folder) -> None:
+        """Without CONDSTORE a flag-only change leaves STATUS unchanged: re-read flags of recent mail."""
+        with session_scope(self.deps.db) as session:
+            top = mailstore.max_known_uid(session, folder_id=folder.id, uidvalidity=folder.uidvalidity)  # type: ignore[arg-type]
+            known = mailstore.known_uids(
+                session,
+                folder_id=folder.id,
+                uidvalidity=folder.uidvalidity,
+                lo=1,
+                hi=top,  # type: ignore[arg-type]
+            )[-self.cfg.flag_window :]
+        if not known:
+            return
+        resp = client.fetch(f"{known[0]}:{known[-1]}", ["FLAGS"])
+        changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items()}
+        with self._writing() as session:
+            mailstore.set_flags(session, folder_id=folder.id, uidvalidity=folder.uidvalidity, flags_by_uid=changes)  # type: ignore[arg-type]
+
+    def _sync_deletions(self, client: IMAPClient, folder: Folder, uidnext: int, messages: int) -> None:
+        if folder.last_uidnext is not None and folder.last_messages is not None:
+            # Appends raise UIDNEXT and MESSAGES alike; only expunges lower MESSAGES alone.
+            expunged = (uidnext - folder.last_uidnext) - (messages - folder.last_messages)
+            if expunged <= 0:
+                return
+        with session_scope(self.deps.db) as session:
+            top = mailstore.max_known_uid(session, folder_id=folder.id, uidvalidity=folder.uidvalidity)  # type: ignore[arg-type]
+        lo = 1
+        while lo <= top:
+            hi = min(top, lo + self.cfg.search_window - 1)
+            with session_scope(self.deps.db) as session:
+                known = mailstore.known_uids(
+                    session,
+                    folder_id=folder.id,
+                    uidvalidity=folder.uidvalidity,
+                    lo=lo,
+                    hi=hi,  # type: ignore[arg-type]
+                )
+            if known:
+                present = set(client.search(["UID", f"{lo}:{hi}"]))
+                gone = [u for u in known if u not in present]
+                if gone:
+                    with self._writing() as session:
+                        mailstore.remove_locations(
+                            session,
+                            folder_id=folder.id,
+                            uidvalidity=folder.uidvalidity,
+                            uids=gone,  # type: ignore[arg-type]
+                        )
+            lo = hi + 1
+
+    def _backfill(self, client: IMAPClient, folder: Folder) -> None:
+        """The past sync of one folder, newest first, resumable from backfill_hi."""
+        pending = array("I")
+        hi = folder.backfill_hi - 1
+        since = None if folder.rematch else folder.backfill_since
+        while hi >= 1:
+            lo = max(1, hi - self.cfg.search_window + 1)
+            criteria: list[Any] = ["UID", f"{lo}:{hi}"]
+            if since is not None:
+                criteria += ["SINCE", since]
+            found = sorted((u for u in client.search(criteria) if lo <= u <= hi), reverse=True)
+            pending.extend(found)
+            hi = lo - 1
+        # The run's total was estimated from MESSAGES; now this folder's exact count is known.
+        self.run_row.total += len(pending) - self.estimates.pop(folder.id, 0)  # type: ignore[arg-type]
+        for batch in _chunks(list(pending), self.cfg.batch_size):
+            self._process_batch(client, folder, batch, past=True, cursor={"backfill_hi": min(batch)})
+            folder.backfill_hi = min(batch)
+        with self._writing() as session:
+            if folder.rematch:
+                mailstore.drop_stale_locations(session, folder_id=folder.id, uidvalidity=folder.uidvalidity)  # type: ignore[arg-type]
+            mailstore.update_folder(session, folder.id, backfill_done=True, backfill_hi=0, rematch=False)  # type: ignore[arg-type]
+        folder.backfill_done, folder.backfill_hi, folder.rematch = True, 0, False
+
+    # ---- one batch -------------------------------------------------------------------------------
+
+    def _process_batch(
+        self, client: IMAPClient, folder: Folder, uids: Sequence[int], *, past: bool, cursor: dict[str, int]
+    ) -> None:
+        """Headers first, filter, bodies only for what is kept, then commit messages and cursor together."""
+        self._check_budget()
+        items = [b"RFC822.SIZE", b"INTERNALDATE", b"FLAGS", HEADER_ITEM] + ([b"X-GM-MSGID"] if self.gmail else [])
+        resp = client.fetch(list(uids), items)
+        candidates: list[_Candidate] = []
+        for uid in uids:
+            data = resp.get(uid)
+            if data is None:  # expunged since the SEARCH
+                continue
+            candidates.append(self._candidate(uid, data))
+        existing = self._existing(candidates)
+        to_store: dict[mailstore.DedupKey, _Candidate] = {}
+        locations: list[dict[str, Any]] = []
+        skipped = 0
+        for cand in candidates:
+            key = cand.key()
+            if key in existing:
+                locations.append(self._location(existing[key], folder, cand.uid, cand.flags))
+            elif key in to_store:
+                to_store[key].extra_uids.append((cand.uid, cand.flags))
+            elif self._filtered_out(cand, folder, past):
+                skipped += 1
+            else:
+                to_store[key] = cand
+        self._fetch_bodies(client, list(to_store.values()))
+        failed = sum(1 for c in to_store.values() if c.failed)
+        with self._writing() as session:
+            rows = [self._message_row(c, folder) for c in to_store.values()]
+            pks = mailstore.insert_messages(session, rows)
+            addresses = []
+            for pk, cand in zip(pks, to_store.values(), strict=True):
+                addresses += [
+                    {
+                        "message_id": pk,
+                        "role": a.role,
+                        "position": a.position,
+                        "email": a.email,
+                        "name": a.name,
+                    }
+                    for a in cand.headers.addresses
+                ]
+                locations.append(self._location(pk, folder, cand.uid, cand.flags))
+                locations += [self._location(pk, folder, u, f) for u, f in cand.extra_uids]
+            mailstore.insert_addresses(session, addresses)
+            mailstore.insert_locations(session, locations)
+            mailstore.update_folder(session, folder.id, **cursor)  # type: ignore[arg-type]
+            self.run_row.processed += len(uids)
+            self.run_row.stored += len(pks)
+            self.run_row.skipped += skipped
+            self.run_row.failed_messages += failed
+            self._save_run_counts(session)
+        self._after_commit()
+
+    def _candidate(self, uid: int, data: dict[bytes, Any]) -> _Candidate:
+        raw_header = data.get(HEADER_KEY) or b""
+        failed = False
+        try:
+            headers = parse_headers(raw_header)
+        except Exception:  # parse_headers is defensive; this is the last line
+            log.warning("account %s: unreadable header of UID %s", self.account_id, uid, exc_info=True)
+            headers = Headers(None, None, None, None, [], _hash(raw_header))
+            failed = True
+        internal = data.get(b"INTERNALDATE")
+        if isinstance(internal, dt.datetime) and internal.tzinfo is None:
+            internal = internal.replace(tzinfo=dt.UTC)
+        gm = data.get(b"X-GM-MSGID")
+        return _Candidate(
+            uid=uid,
+            size=int(data.get(b"RFC822.SIZE") or len(raw_header)),
+            flags=_flags(data.get(b"FLAGS", ())),
+            internal_date=internal,
+            headers=headers,
+            gm_msgid=int(gm) if gm is not None else None,
+            failed=failed,
+        )
+
+    def _existing(self, candidates: list[_Candidate]) -> dict[mailstore.DedupKey, int]:
+        if not candidates:
+            return {}
+        with session_scope(self.deps.db) as session:
+            return mailstore.find_existing(session, account_id=self.account_id, keys=[c.key() for c in candidates])
+
+    def _filtered_out(self, cand: _Candidate, folder: Folder, past: bool) -> bool:
+        emails = cand.headers.emails()
+        if self.blocked and any(_is_blocked(e, self.blocked) for e in emails):
+            return True
+        if not past:
+            return False  # mail arriving after setup follows the folder choice alone
+        since = folder.backfill_since
+        if since is not None and cand.internal_date is not None and cand.internal_date.date() < since:
+            return True  # only reached in a re-match, whose SEARCH has no SINCE
+        if folder.backfill_scope == "contacts" and not (emails & self.contacts):
+            return True
+        return False
+
+    def _fetch_bodies(self, client: IMAPClient, cands: list[_Candidate]) -> None:
+        wanted: list[_Candidate] = []
+        for cand in cands:
+            if cand.size > self.cfg.max_message_bytes:
+                cand.truncated = True  # keep the headers, mark it; never pull a huge body
+            else:
+                wanted.append(cand)
+        for chunk in _size_chunks(wanted, self.cfg.body_chunk_bytes):
+            by_uid = {c.uid: c for c in chunk}
+            resp = client.fetch(list(by_uid), [BODY_ITEM])
+            for uid, cand in by_uid.items():
+                raw = (resp.get(uid) or {}).get(BODY_KEY)
+                if raw is None:
+                    cand.failed = True
+                    continue
+                try:
+                    cand.body = parse_body(raw)
+                except Exception:
+                    log.warning("account %s: unparsable body of UID %s", self.account_id, uid, exc_info=True)
+                    cand.failed = True
+            del resp
+
+    def _message_row(self, cand: _Candidate, folder: Folder) -> dict[str, Any]:
+        body = cand.body
+        sender = cand.headers.sender()
+        sent = folder.role == "sent" or (sender is not None and sender == self.account.email.lower())
+        return {
+            "account_id": self.account_id,
+            "team_id": self.account.team_id,
+            "message_id": cand.headers.message_id,
+            "gm_msgid": cand.gm_msgid,
+            "size": cand.size,
+            "content_hash": cand.headers.header_hash,
+            "thread_key": cand.headers.thread_key,
+            "subject": cand.headers.subject,
+            "date": cand.headers.date,
+            "internal_date": cand.internal_date,
+            "direction": "sent" if sent else "received",
+            "visibility": self.account.visibility,
+            "snippet": body.snippet if body else None,
+            "text_body": body.text if body else None,
+            "html_body": body.html if body else None,
+            "attachments": body.attachments_json() if body else None,
+            "truncated": cand.truncated,
+            "created_at": utcnow(),
+        }
+
+    @staticmethod
+    def _location(message_pk: int, folder: Folder, uid: int, flags: str) -> dict[str, Any]:
+        return {
+            "message_id": message_pk,
+            "folder_id": folder.id,
+            "uidvalidity": folder.uidvalidity,
+            "uid": uid,
+            "flags": flags,
+        }
+
+    # ---- transactions, progress, endings ---------------------------------------------------------
+
+    def _writing(self) -> AbstractContextManager[Session]:
+        """A write transaction that first checks, in the same transaction, that we still hold the lease."""
+        return _fenced_session(self.deps, self.account_id, self.token)
+
+    def _save_run_counts(self, session: Session) -> None:
+        run = self.run_row
+        session.execute(
+            SyncRun.__table__.update()  # type: ignore[attr-defined]
+            .where(SyncRun.__table__.c.id == run.id)  # type: ignore[attr-defined]
+            .values(
+                total=max(run.total, run.processed),
+                processed=run.processed,
+                stored=run.stored,
+                skipped=run.skipped,
+                failed_messages=run.failed_messages,
+            )
+        )
+
+    def _after_commit(self) -> None:
+        global _batches_committed
+        _batches_committed += 1
+        if self.cfg.exit_after_batch is not None and _batches_committed >= self.cfg.exit_after_batch:
+            os._exit(3)  # test-only: die hard right after a commit, like a kill -9
+        now = time.monotonic()
+        if now - self.last_progress >= self.cfg.progress_seconds:
+            self.last_progress = now
+            self.deps.notifier.sync_progress(self._report())
+
+    def _check_budget(self) -> None:
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise _BudgetExhausted
+
+    def _report(self) -> RunReport:
+        run = self.run_row
+        return RunReport(
+            account_id=self.account_id,
+            run_id=run.id,  # type: ignore[arg-type]
+            team_id=self.account.team_id,
+            user_id=self.account.user_id,
+            email=self.account.email,
+            kind=run.kind,
+            total=max(run.total, run.processed),
+            processed=run.processed,
+            stored=run.stored,
+            skipped=run.skipped,
+            failed_messages=run.failed_messages,
+            contacts_matched=run.contacts_matched,
+            elapsed_seconds=(utcnow() - run.started_at).total_seconds(),
+        )
+
+    def _save_slice(self, *, done: bool) -> None:
+        with self._writing() as session:
+            account = session.get(EmailAccount, self.account_id)
+            run = session.get(SyncRun, self.run_row.id)
+            assert account is not None and run is not None
+            now = utcnow()
+            if not done:
+                account.next_sync_at = now  # continue at the next tick; other accounts get a turn first
+                account.state = "syncing"
+                session.add(account)
+                return
+            run.status = "done"
+            run.finished_at = now
+            run.contacts_matched = mailstore.contacts_matched_since(
+                session, account_id=self.account_id, team_id=account.team_id, since=run.started_at
+            )
+            self.run_row.contacts_matched = run.contacts_matched
+            session.add(run)
+            account.state = "active"
+            account.current_run_id = None
+            account.failures = 0
+            account.last_error_code = account.last_error_message = None
+            account.last_error_at = None
+            account.last_synced_at = now
+            rerun = account.sync_requested
+            account.sync_requested = False
+            account.next_sync_at = now if rerun else now + dt.timedelta(seconds=self.cfg.poll_seconds)
+            session.add(account)
+        self.deps.notifier.sync_completed(self._report())
+        if self.was_failing:
+            self.deps.notifier.sync_recovered(self._report())
+
+    def _fail(self, exc: SyncError) -> Outcome:
+        log.warning("account %s: sync failed [%s] %s", self.account_id, exc.code, exc.message)
+        try:
+            with self._writing() as session:
+                account = session.get(EmailAccount, self.account_id)
+                assert account is not None
+                now = utcnow()
+                account.failures += 1
+                account.last_error_code = exc.code
+                account.last_error_message = str(exc)
+                account.last_error_at = now
+                if isinstance(exc, AuthFailed):
+                    account.state = "needs_reauth"
+                    account.next_sync_at = None  # nothing to retry until the person reconnects
+                    run = session.get(SyncRun, self.run_row.id)
+                    if run is not None:
+                        run.status = "failed"
+                        run.finished_at = now
+                        run.error_code, run.error_message = exc.code, str(exc)
+                        session.add(run)
+                    account.current_run_id = None
+                else:
+                    account.state = "error"
+                    wait = exc.retry_after if isinstance(exc, Throttled) else backoff_seconds(account.failures)
+                    account.next_sync_at = now + dt.timedelta(seconds=wait)
+                session.add(account)
+        except LeaseLost:
+            return Outcome.FAILED
+        self.deps.notifier.sync_failed(self._report(), exc.code, exc.message, exc.fix)
+        return Outcome.FAILED
+
+
+@contextmanager
+def _fenced_session(deps: EngineDeps, account_id: int, token: int) -> Iterator[Session]:
+    """A session whose transaction starts by renewing the lease (the fence), or raises LeaseLost."""
+    with session_scope(deps.db) as session:
+        if not account_queries.renew_lease(
+            session, account_id=account_id, owner=deps.owner, token=token, ttl=deps.config.lease_ttl
+        ):
+            raise LeaseLost("Another process took over this account's sync.")
+        yield session
+
+
+def _flags(raw: Iterable[Any]) -> str:
+    return " ".join(sorted(f.decode() if isinstance(f, bytes) else str(f) for f in raw))
+
+
+def _is_blocked(email: str, blocked: set[str]) -> bool:
+    if email in blocked:
+        return True
+    domain = email.rpartition("@")[2]
+    # A domain blocks its subdomains too: blocking example.com blocks mail.example.com.
+    parts = domain.split(".")
+    return any(".".join(parts[i:]) in blocked for i in range(len(parts) - 1))
+
+
+def _hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield list(items[i : i + size])
+
+
+def _size_chunks(cands: list[_Candidate], limit: int) -> Iterator[list[_Candidate]]:
+    chunk: list[_Candidate] = []
+    total = 0
+    for cand in cands:
+        if chunk and total + cand.size > limit:
+            yield chunk
+            chunk, total = [], 0
+        chunk.append(cand)
+        total += cand.size
+    if chunk:
+        yield chunk

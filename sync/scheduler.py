@@ -1,0 +1,106 @@
+"""The scheduler tick (APScheduler 3) that claims due accounts, and the in-process dispatcher."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Protocol
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from models import accounts as account_queries
+from models.db import session_scope
+from sync.engine import EngineDeps, Outcome, sync_account
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_NAME = "clock"
+
+
+class Dispatcher(Protocol):
+    """Hands a claimed account to whatever runs syncs (a thread pool here, a job queue elsewhere)."""
+
+    def dispatch(self, account_id: int) -> None:
+        """Start (or queue) one slice of the account's sync."""
+
+    def shutdown(self) -> None:
+        """Stop taking work and wait for what runs."""
+
+
+class LocalDispatcher:
+    """Runs syncs in a thread pool of this process; an account already running here is not queued twice."""
+
+    def __init__(self, deps: EngineDeps, *, workers: int, slice_seconds: float | None) -> None:
+        self.deps = deps
+        self.slice_seconds = slice_seconds
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync")
+        self._running: set[int] = set()
+        self._lock = threading.Lock()
+
+    def dispatch(self, account_id: int) -> None:
+        """Submit the account unless it is already running in this process."""
+        with self._lock:
+            if account_id in self._running:
+                return
+            self._running.add(account_id)
+        self._pool.submit(self._run, account_id)
+
+    def _run(self, account_id: int) -> Outcome | None:
+        try:
+            return sync_account(self.deps, account_id, budget_seconds=self.slice_seconds)
+        except Exception:
+            log.exception("account %s: sync slice crashed", account_id)
+            return None
+        finally:
+            with self._lock:
+                self._running.discard(account_id)
+
+    def shutdown(self) -> None:
+        """Wait for the running slices (each stops at its next batch boundary at the latest)."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
+class Clock:
+    """The tick: record a heartbeat, claim due accounts, dispatch them."""
+
+    def __init__(self, deps: EngineDeps, dispatcher: Dispatcher, *, tick_seconds: float) -> None:
+        self.deps = deps
+        self.dispatcher = dispatcher
+        self.tick_seconds = tick_seconds
+        self._scheduler = BackgroundScheduler(daemon=True)
+
+    def tick(self) -> list[int]:
+        """One tick; returns the accounts it dispatched."""
+        with session_scope(self.deps.db) as session:
+            account_queries.record_heartbeat(session, name=HEARTBEAT_NAME, owner=self.deps.owner)
+            # Hold claimed accounts as long as a lease lives, so a dead worker's accounts come back.
+            claimed = account_queries.claim_due_accounts(session, hold_seconds=self.deps.config.lease_ttl)
+        for account_id in claimed:
+            self.dispatcher.dispatch(account_id)
+        return claimed
+
+    def _safe_tick(self) -> None:
+        try:
+            self.tick()
+        except Exception:
+            log.exception("scheduler tick failed")
+
+    def start(self) -> None:
+        """Tick now and then every tick_seconds, never two ticks at once."""
+        self._scheduler.add_job(
+            self._safe_tick,
+            "interval",
+            seconds=self.tick_seconds,
+            max_instances=1,
+            coalesce=True,
+            id="tick",
+            next_run_time=None,
+        )
+        self._scheduler.start()
+        self._scheduler.modify_job("tick", next_run_time=dt.datetime.now(dt.UTC))
+
+    def stop(self) -> None:
+        """Stop ticking (running syncs are the dispatcher's to finish)."""
+        self._scheduler.shutdown(wait=True)
