@@ -29,7 +29,7 @@ from models.tables import EmailAccount, Folder, SyncRun
 from sync.backoff import backoff_seconds
 from sync.errors import AuthFailed, FolderGone, LeaseLost, ProtocolError, SyncError, Throttled
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
-from sync.imap_session import ImapLogin, SslContextFactory, default_ssl_context, imap_session
+from sync.imap_session import ImapLogin, SslContextFactory, default_ssl_context, fetch_uid_range, imap_session
 from sync.notifier import Notifier, RunReport
 from sync.parse import Body, Headers, parse_body, parse_headers
 
@@ -346,7 +346,9 @@ class _AccountSync:
             return
         if folder.fwd_uid < 1:
             return
-        resp = client.fetch(f"1:{folder.fwd_uid}", ["FLAGS"], modifiers=[f"CHANGEDSINCE {folder.highestmodseq}"])
+        resp = fetch_uid_range(
+            client, 1, folder.fwd_uid, ["FLAGS"], modifiers=[f"CHANGEDSINCE {folder.highestmodseq}"]
+        )
         changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items() if uid <= folder.fwd_uid}
         if changes:
             with self._writing() as session:
@@ -370,7 +372,7 @@ class _AccountSync:
             )[-self.cfg.flag_window :]
         if not known:
             return
-        resp = client.fetch(f"{known[0]}:{known[-1]}", ["FLAGS"])
+        resp = fetch_uid_range(client, known[0], known[-1], ["FLAGS"])
         changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items()}
         with self._writing() as session:
             mailstore.set_flags(session, folder_id=folder.id, uidvalidity=folder.uidvalidity, flags_by_uid=changes)  # type: ignore[arg-type]

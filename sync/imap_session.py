@@ -8,11 +8,13 @@ import ssl
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout
+from imapclient.response_parser import parse_fetch_response
+from imapclient.imapclient import seq_to_parenstr_upper
 
 from sync.errors import (
     AuthFailed,
@@ -157,3 +159,23 @@ def _close(client: IMAPClient) -> None:
 
 def _clip(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
+
+
+def fetch_uid_range(
+    client: IMAPClient, lo: int, hi: int, items: list[str], modifiers: list[str] | None = None
+) -> dict[int, dict[bytes, Any]]:
+    """UID FETCH lo:hi, answered for every UID in the range.
+
+    imapclient 4.1's fetch() keeps only the ids it can enumerate from its argument, so a range string
+    like "1:5000" raises; listing 5,000 UIDs instead would make a command line near Dovecot's limit.
+    """
+    args = ["UID", "FETCH", f"{lo}:{hi}", seq_to_parenstr_upper(items)]
+    if modifiers:
+        args.append(seq_to_parenstr_upper(modifiers))
+    imap = client._imap
+    tag = imap._command(*args)
+    typ, data = imap._command_complete("FETCH", tag)
+    client._checkok("fetch", typ, data)
+    typ, data = imap._untagged_response(typ, data, "FETCH")
+    response = parse_fetch_response(data, client.normalise_times, True)
+    return {uid: fields for uid, fields in response.items() if isinstance(uid, int) and lo <= uid <= hi}
