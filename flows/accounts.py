@@ -65,7 +65,7 @@ def start_date_for(option: str, today: dt.date) -> dt.date | None:
     return chosen
 
 
-def test_connection(
+def check_connection(
     draft: AccountDraft, *, timeout: float, ssl_context: SslContextFactory = default_ssl_context
 ) -> list[RemoteFolder]:
     """Log in over IMAP and LIST (and log in over SMTP when given); return the folders."""
@@ -106,7 +106,7 @@ def add_account(
     with session_scope(db) as session:
         if account_queries.find_account_by_email(session, team_id=draft.team_id, user_id=draft.user_id, email=email):
             raise FieldError("email", f"{email} is already connected for this person; reconnect it instead.")
-    remote = test_connection(draft, timeout=timeout, ssl_context=ssl_context)
+    remote = check_connection(draft, timeout=timeout, ssl_context=ssl_context)
     names = {f.name for f in remote}
     unknown = [name for name in draft.folders if name not in names]
     if unknown:

@@ -77,17 +77,17 @@ class Body:
 
 def parse_headers(raw_header: bytes) -> Headers:
     """Parse a header block; malformed or 8-bit headers degrade to their readable parts."""
-    msg = _header_parser.parsebytes(raw_header)
-    message_id = _first_msgid(msg.get("Message-ID"))
-    refs = _msgid.findall(_text(msg.get("References")) or "")
-    in_reply_to = _first_msgid(msg.get("In-Reply-To"))
+    fields = _raw_fields(_header_parser.parsebytes(raw_header))
+    message_id = _first_msgid(_first(fields, "message-id"))
+    refs = _msgid.findall(_text(_first(fields, "references")) or "")
+    in_reply_to = _first_msgid(_first(fields, "in-reply-to"))
     thread_key = refs[0] if refs else in_reply_to or message_id
     return Headers(
         message_id=message_id,
-        subject=decode_words(msg.get("Subject")),
-        date=_parse_date(msg.get("Date")),
+        subject=decode_words(_first(fields, "subject")),
+        date=_parse_date(_first(fields, "date")),
         thread_key=thread_key,
-        addresses=list(_addresses(msg)),
+        addresses=_addresses(fields),
         header_hash=hashlib.sha256(raw_header).hexdigest(),
     )
 
@@ -127,7 +127,8 @@ def decode_words(value: str | None) -> str | None:
         parts = []
         for chunk, charset in decode_header(value):
             if isinstance(chunk, bytes):
-                parts.append(_decode_bytes(chunk, charset))
+                # decode_header hands back the unencoded parts as raw-unicode-escape bytes.
+                parts.append(chunk.decode("raw-unicode-escape") if charset is None else _decode_bytes(chunk, charset))
             else:
                 parts.append(chunk)
         # decode_header keeps the whitespace between an encoded and a plain word inside the chunks.
@@ -136,10 +137,23 @@ def decode_words(value: str | None) -> str | None:
         return _ws.sub(" ", value).strip()
 
 
-def _addresses(msg: EmailMessage) -> list[Address]:
+def _raw_fields(msg: EmailMessage) -> dict[str, list[str]]:
+    """Header values as parsed, 8-bit bytes still as surrogates (msg.get would blur them into U+FFFD)."""
+    fields: dict[str, list[str]] = {}
+    for name, value in msg.raw_items():
+        fields.setdefault(name.lower(), []).append(value)
+    return fields
+
+
+def _first(fields: dict[str, list[str]], name: str) -> str | None:
+    values = fields.get(name)
+    return values[0] if values else None
+
+
+def _addresses(fields: dict[str, list[str]]) -> list[Address]:
     out: list[Address] = []
     for role in ADDRESS_ROLES:
-        values = msg.get_all(_HEADER_OF_ROLE[role])
+        values = fields.get(_HEADER_OF_ROLE[role].lower())
         if not values:
             continue
         # getaddresses understands group syntax ("team: a@x, b@y;") and comments.
@@ -163,7 +177,12 @@ def _text(value: object) -> str | None:
         text.encode("utf-8")
         return text
     except UnicodeEncodeError:
-        return text.encode("ascii", "surrogateescape").decode("utf-8", "replace")
+        raw = text.encode("ascii", "surrogateescape")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            # Not UTF-8: legacy clients wrote 8-bit headers in Windows-1252 far more than anything else.
+            return raw.decode("cp1252", "replace")
 
 
 def _first_msgid(value: object) -> str | None:
