@@ -95,11 +95,15 @@ def sync_account(deps: EngineDeps, account_id: int, *, budget_seconds: float | N
         )
     if token is None:
         return Outcome.BUSY
+    # Wall-clock marks let an operator (and the concurrency test) see who held which account when.
+    log.info("lease taken account=%s owner=%s token=%s at=%.6f", account_id, deps.owner, token, time.time())
     try:
         return _AccountSync(deps, account_id, token, budget_seconds).run()
     finally:
+        at = time.time()
         with session_scope(deps.db) as session:
             account_queries.release_lease(session, account_id=account_id, owner=deps.owner, token=token)
+        log.info("lease given back account=%s owner=%s token=%s at=%.6f", account_id, deps.owner, token, at)
 
 
 @dataclass
