@@ -36,6 +36,7 @@ class Services:
             timeout=s.imap_timeout,
             max_message_bytes=s.max_message_bytes,
             poll_seconds=s.poll_seconds,
+            lease_ttl=s.lease_ttl,
             exit_after_batch=s.test_exit_after_batch,
         )
 

@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     workers: int = Field(4, alias="EMAILSYNC_WORKERS", ge=1, le=64)
     max_message_bytes: int = Field(25 * 1024 * 1024, alias="EMAILSYNC_MAX_MESSAGE_BYTES", ge=1024)
     imap_timeout: float = Field(30.0, alias="EMAILSYNC_IMAP_TIMEOUT", gt=0)
+    lease_ttl: float = Field(120.0, alias="EMAILSYNC_LEASE_TTL", gt=0)
     slice_seconds: float = Field(300.0, alias="EMAILSYNC_SLICE_SECONDS", gt=0)
     # Test-only: exit the process hard right after committing batch N, so crash tests crash where meant.
     test_exit_after_batch: int | None = Field(None, alias="EMAILSYNC_TEST_EXIT_AFTER_BATCH")
@@ -67,7 +68,8 @@ def load_settings(**overrides: object) -> Settings:
     if settings.env == "production" and not settings.secret_key:
         raise ConfigError(
             "EMAILSYNC_SECRET_KEY: not set, and production refuses to invent one. "
-            "Generate one with `python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
+            "Generate one with "
+            "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`."
         )
     if settings.backend == "procrastinate" and settings.is_sqlite:
         raise ConfigError("EMAILSYNC_BACKEND: procrastinate needs PostgreSQL; set DATABASE_URL to a postgresql:// URL.")

@@ -19,5 +19,5 @@ def export_messages(db: Engine, *, account_id: int, page: int = 500) -> Iterator
             rows = message_queries.export_page(session, account_id=account_id, after_id=after, limit=page)
         if not rows:
             return
+        after = rows[-1]["id"]  # read before yielding: the caller may change the rows
         yield from rows
-        after = rows[-1]["id"]

@@ -138,6 +138,7 @@ class _AccountSync:
         self.deadline = time.monotonic() + budget if budget else None
         self.started = time.monotonic()
         self.last_progress = 0.0
+        self.slice_batches = 0
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -244,10 +245,9 @@ class _AccountSync:
         return present, vanished
 
     def _estimate_total(self, client: IMAPClient, pending: list[Folder]) -> None:
-        """Until a folder's SEARCH says exactly, count its MESSAGES towards the run's total."""
+        """Total = done so far + what remains; a folder's MESSAGES stands in until its SEARCH says exactly."""
         self.estimates: dict[int, int] = {}
-        if self.run_row.total:
-            return
+        self.run_row.total = self.run_row.processed
         for folder in pending:
             try:
                 count = int(client.folder_status(folder.name, [b"MESSAGES"])[b"MESSAGES"])
@@ -443,7 +443,8 @@ class _AccountSync:
         self, client: IMAPClient, folder: Folder, uids: Sequence[int], *, past: bool, cursor: dict[str, int]
     ) -> None:
         """Headers first, filter, bodies only for what is kept, then commit messages and cursor together."""
-        self._check_budget()
+        if self.slice_batches:
+            self._check_budget()  # at least one batch per slice, so every slice makes progress
         items = [b"RFC822.SIZE", b"INTERNALDATE", b"FLAGS", HEADER_ITEM] + ([b"X-GM-MSGID"] if self.gmail else [])
         resp = client.fetch(list(uids), items)
         candidates: list[_Candidate] = []
@@ -617,6 +618,7 @@ class _AccountSync:
     def _after_commit(self) -> None:
         global _batches_committed
         _batches_committed += 1
+        self.slice_batches += 1
         if self.cfg.exit_after_batch is not None and _batches_committed >= self.cfg.exit_after_batch:
             os._exit(3)  # test-only: die hard right after a commit, like a kill -9
         now = time.monotonic()
@@ -722,7 +724,9 @@ def _fenced_session(deps: EngineDeps, account_id: int, token: int) -> Iterator[S
 
 
 def _flags(raw: Iterable[Any]) -> str:
-    return " ".join(sorted(f.decode() if isinstance(f, bytes) else str(f) for f in raw))
+    names = (f.decode() if isinstance(f, bytes) else str(f) for f in raw)
+    # \Recent belongs to one IMAP session, not to the message: storing it would flap on every sync.
+    return " ".join(sorted(n for n in names if n.lower() != "\\recent"))
 
 
 def _is_blocked(email: str, blocked: set[str]) -> bool:

@@ -126,7 +126,8 @@ def connect(deps: EngineDeps, mailbox: Mailbox) -> Callable[..., int]:
     team = f"T{uuid.uuid4().hex[:8]}"
 
     def _connect(**choices: object) -> int:
-        draft = AccountDraft(team_id=team, user_id="U1", email=f"{mailbox.user}@example.net", imap=mailbox.login, **choices)  # type: ignore[arg-type]
+        email = f"{mailbox.user}@example.net"
+        draft = AccountDraft(team_id=team, user_id="U1", email=email, imap=mailbox.login, **choices)  # type: ignore[arg-type]
         return add_account(deps.db, deps.secrets, draft, timeout=10, ssl_context=deps.config.ssl_context)
 
     _connect.team = team  # type: ignore[attr-defined]

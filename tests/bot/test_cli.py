@@ -25,7 +25,9 @@ def test_account_add_sync_export_roundtrip(tmp_path, dovecot, mailbox):
     env = cli_env(tmp_path, dovecot)
     mailbox.create("Projects.2026")
     when = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
-    mailbox.append("INBOX", make_message(subject="hello", sender="Client <Client@Corp.test>", cc="A <a@b.test>"), date=when)
+    mailbox.append(
+        "INBOX", make_message(subject="hello", sender="Client <Client@Corp.test>", cc="A <a@b.test>"), date=when
+    )
     mailbox.append("Projects.2026", make_message(subject="plan"), date=when)
     (tmp_path / "contacts.csv").write_text("email,name\nclient@corp.test,Client\nnot-an-address,Bad\n")
     result = run_cli(env, "contacts", "import", str(tmp_path / "contacts.csv"), "--team", "T1")
@@ -45,7 +47,8 @@ def test_account_add_sync_export_roundtrip(tmp_path, dovecot, mailbox):
     assert dt.datetime.fromisoformat(hello["date"])
     listed = json.loads(run_cli(env, "account", "list", "--json").stdout)
     assert listed[0]["messages"] == 2 and mailbox.password not in json.dumps(listed)
-    assert json.loads(run_cli(env, "contacts", "list", "--team", "T1", "--json").stdout)[0]["email"] == "client@corp.test"
+    contacts = json.loads(run_cli(env, "contacts", "list", "--team", "T1", "--json").stdout)
+    assert contacts[0]["email"] == "client@corp.test"
 
 
 def test_wrong_password_exits_2_and_saves_nothing(tmp_path, dovecot, mailbox):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import re
 import socket
@@ -100,5 +101,5 @@ def test_serve_worker_and_sync_together(tmp_path, dovecot):
     assert {"sync", "worker"} <= owners, owners  # the test only means something if both really synced
     for spans in intervals.values():
         spans.sort()
-        for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(spans):
             assert start >= end - 0.001

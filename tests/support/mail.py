@@ -20,7 +20,7 @@ def make_message(
     cc: str | None = None,
     extra_headers: dict[str, str] | None = None,
     date: dt.datetime | None = None,
-    message_id: str | None | bool = True,
+    message_id: str | bool | None = True,
     body: str = "Hi there,\nthis is a test.\n",
 ) -> bytes:
     """A small RFC 5322 message; message_id=True invents a unique one, None/False leaves it out."""

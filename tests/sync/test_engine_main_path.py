@@ -64,7 +64,8 @@ def test_start_now_takes_only_new_mail(mailbox, connect, run_sync, deps):
 
 def test_contacts_only_past_sync(mailbox, connect, run_sync, deps):
     account = None
-    csv = "email,name\nfrom@crm.test,F\nsender@crm.test,S\nreply@crm.test,R\nto@crm.test,T\ncc@crm.test,C\nbcc@crm.test,B\n"
+    csv = "email,name\nfrom@crm.test,F\nsender@crm.test,S\nreply@crm.test,R\n"
+    csv += "to@crm.test,T\ncc@crm.test,C\nbcc@crm.test,B\n"
     csv += "group@crm.test,G\nutf@crm.test,U\n"
     report = import_contacts_csv(deps.db, team_id=connect.team, text=csv)
     assert report.added == 8 and not report.errors
