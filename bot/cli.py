@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 import typer
 
@@ -24,7 +24,7 @@ from models.db import session_scope, upgrade
 from models.secrets import SecretKeyError
 from sync.engine import Outcome, sync_account
 from sync.errors import SyncError
-from sync.imap_session import ImapLogin
+from sync.imap_session import ImapLogin, Security
 from sync.scheduler import Clock, LocalDispatcher
 from sync.smtp_check import SmtpLogin
 
@@ -94,6 +94,8 @@ def account_add(
     for name, value in (("--imap-security", imap_security), ("--smtp-security", smtp_security or "tls")):
         if value not in ("tls", "starttls"):
             _fail(f"{name} must be tls or starttls, not {value!r}", EXIT_USAGE)
+    imap_sec = cast(Security, imap_security)  # validated just above
+    smtp_sec = cast(Security, smtp_security or "tls")
     password = sys.stdin.readline().rstrip("\r\n")
     if not password:
         _fail("no password on standard input", EXIT_USAGE)
@@ -101,19 +103,13 @@ def account_add(
     login_name = username or email
     smtp = None
     if smtp_host:
-        default_smtp_port = 465 if (smtp_security or "tls") == "tls" else 587
-        smtp = SmtpLogin(
-            smtp_host,
-            smtp_port or default_smtp_port,
-            smtp_security or "tls",
-            login_name,
-            password,  # type: ignore[arg-type]
-        )
+        default_smtp_port = 465 if smtp_sec == "tls" else 587
+        smtp = SmtpLogin(smtp_host, smtp_port or default_smtp_port, smtp_sec, login_name, password)
     draft = account_flows.AccountDraft(
         team_id=team,
         user_id=user,
         email=email,
-        imap=ImapLogin(imap_host, imap_port, imap_security, login_name, password),  # type: ignore[arg-type]
+        imap=ImapLogin(imap_host, imap_port, imap_sec, login_name, password),
         smtp=smtp,
         sync_mode="labels" if folder else sync_mode,
         folders=tuple(folder),
@@ -248,7 +244,7 @@ def sync_command(
             found = account_queries.get_account(session, account)
             if found is None:
                 _fail(f"no account {account}; `emailsync account list` shows them", EXIT_USAGE)
-            ids = [account]
+            ids: list[int | None] = [account]
         else:
             ids = [a.id for a in account_queries.list_accounts(session) if a.state in account_queries.SYNCABLE_STATES]
     failed = []

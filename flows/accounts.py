@@ -134,10 +134,10 @@ def add_account(
             visibility=draft.visibility,
             next_sync_at=utcnow(),
         )
+        assert account.id is not None
         for rf in remote:
             selected = rf.name in chosen if draft.sync_mode == "labels" else selected_by_default(rf.role)
-            session.add(Folder(account_id=account.id, name=rf.name, role=rf.role, selected=selected))  # type: ignore[arg-type]
-        assert account.id is not None
+            session.add(Folder(account_id=account.id, name=rf.name, role=rf.role, selected=selected))
         return account.id
 
 

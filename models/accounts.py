@@ -6,7 +6,7 @@ import datetime as dt
 from collections.abc import Sequence
 
 from sqlalchemy import delete, func, or_, update
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models.clock import utcnow
 from models.tables import BlockedAddress, EmailAccount, Folder, Message, SchedulerHeartbeat, SyncRun
@@ -29,7 +29,7 @@ def get_account(session: Session, account_id: int) -> EmailAccount | None:
 
 def list_accounts(session: Session, *, team_id: str | None = None) -> Sequence[EmailAccount]:
     """Accounts, optionally of one team, oldest first."""
-    query = select(EmailAccount).order_by(EmailAccount.id)  # type: ignore[arg-type]
+    query = select(EmailAccount).order_by(col(EmailAccount.id))
     if team_id is not None:
         query = query.where(EmailAccount.team_id == team_id)
     return session.exec(query).all()
@@ -46,15 +46,15 @@ def find_account_by_email(session: Session, *, team_id: str, user_id: str, email
 
 def delete_account(session: Session, *, account_id: int) -> None:
     """Remove an account with its folders, runs and synced mail."""
-    session.exec(delete(Message).where(Message.account_id == account_id))  # type: ignore[call-overload]
-    session.exec(delete(EmailAccount).where(EmailAccount.id == account_id))  # type: ignore[call-overload]
+    session.exec(delete(Message).where(col(Message.account_id) == account_id))
+    session.exec(delete(EmailAccount).where(col(EmailAccount.id) == account_id))
 
 
 def disconnect_account(session: Session, *, account_id: int) -> None:
     """Stop syncing and forget the secret, keeping the synced mail (and its folders) readable."""
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         update(EmailAccount)
-        .where(EmailAccount.id == account_id)  # type: ignore[arg-type]
+        .where(col(EmailAccount.id) == account_id)
         .values(state="disconnected", secret_encrypted="", next_sync_at=None, current_run_id=None)
     )
 
@@ -70,18 +70,18 @@ def blocked_patterns(session: Session, *, team_id: str, user_id: str) -> set[str
 def acquire_lease(session: Session, *, account_id: int, owner: str, ttl: float) -> int | None:
     """Take the account's sync lease if it is free or expired; return the new fencing token."""
     now = utcnow()
-    result = session.exec(  # type: ignore[call-overload]
+    result = session.exec(
         update(EmailAccount)
         .where(
-            EmailAccount.id == account_id,  # type: ignore[arg-type]
-            or_(EmailAccount.lease_owner.is_(None), EmailAccount.lease_until < now),  # type: ignore[union-attr,operator]
+            col(EmailAccount.id) == account_id,
+            or_(col(EmailAccount.lease_owner).is_(None), col(EmailAccount.lease_until) < now),
         )
         .values(
             lease_owner=owner,
             lease_until=now + dt.timedelta(seconds=ttl),
-            lease_token=EmailAccount.lease_token + 1,
+            lease_token=col(EmailAccount.lease_token) + 1,
         )
-        .returning(EmailAccount.lease_token)
+        .returning(col(EmailAccount.lease_token))
     )
     row = result.first()
     return int(row[0]) if row else None
@@ -89,12 +89,12 @@ def acquire_lease(session: Session, *, account_id: int, owner: str, ttl: float) 
 
 def renew_lease(session: Session, *, account_id: int, owner: str, token: int, ttl: float) -> bool:
     """Extend the lease if this owner still holds it with this token (the fence every commit checks)."""
-    result = session.exec(  # type: ignore[call-overload]
+    result = session.exec(
         update(EmailAccount)
         .where(
-            EmailAccount.id == account_id,  # type: ignore[arg-type]
-            EmailAccount.lease_owner == owner,  # type: ignore[arg-type]
-            EmailAccount.lease_token == token,  # type: ignore[arg-type]
+            col(EmailAccount.id) == account_id,
+            col(EmailAccount.lease_owner) == owner,
+            col(EmailAccount.lease_token) == token,
         )
         .values(lease_until=utcnow() + dt.timedelta(seconds=ttl))
     )
@@ -103,12 +103,12 @@ def renew_lease(session: Session, *, account_id: int, owner: str, token: int, tt
 
 def release_lease(session: Session, *, account_id: int, owner: str, token: int) -> None:
     """Give the lease back (only if still ours)."""
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         update(EmailAccount)
         .where(
-            EmailAccount.id == account_id,  # type: ignore[arg-type]
-            EmailAccount.lease_owner == owner,  # type: ignore[arg-type]
-            EmailAccount.lease_token == token,  # type: ignore[arg-type]
+            col(EmailAccount.id) == account_id,
+            col(EmailAccount.lease_owner) == owner,
+            col(EmailAccount.lease_token) == token,
         )
         .values(lease_owner=None, lease_until=None)
     )
@@ -118,39 +118,39 @@ def claim_due_accounts(session: Session, *, hold_seconds: float, limit: int = 10
     """Claim accounts whose next sync is due, pushing next_sync_at out so no other tick claims them."""
     now = utcnow()
     due = (
-        select(EmailAccount.id)
+        select(col(EmailAccount.id))
         .where(
-            EmailAccount.next_sync_at <= now,  # type: ignore[operator]
-            EmailAccount.state.in_(SYNCABLE_STATES),  # type: ignore[attr-defined]
+            col(EmailAccount.next_sync_at) <= now,
+            col(EmailAccount.state).in_(SYNCABLE_STATES),
         )
-        .order_by(EmailAccount.next_sync_at)  # type: ignore[arg-type]
+        .order_by(col(EmailAccount.next_sync_at))
         .limit(limit)
         .scalar_subquery()
     )
-    result = session.exec(  # type: ignore[call-overload]
+    result = session.exec(
         update(EmailAccount)
-        .where(EmailAccount.id.in_(due), EmailAccount.next_sync_at <= now)  # type: ignore[union-attr,operator]
+        .where(col(EmailAccount.id).in_(due), col(EmailAccount.next_sync_at) <= now)
         .values(next_sync_at=now + dt.timedelta(seconds=hold_seconds))
-        .returning(EmailAccount.id)
+        .returning(col(EmailAccount.id))
     )
     return sorted(int(r[0]) for r in result.all())
 
 
 def request_sync_now(session: Session, *, account_id: int) -> None:
     """Make the account due now; if a run is going on, remember to run again right after it."""
-    session.exec(  # type: ignore[call-overload]
+    session.exec(
         update(EmailAccount)
-        .where(EmailAccount.id == account_id)  # type: ignore[arg-type]
+        .where(col(EmailAccount.id) == account_id)
         .values(
             next_sync_at=utcnow(),
-            sync_requested=EmailAccount.lease_owner.is_not(None),  # type: ignore[union-attr]
+            sync_requested=col(EmailAccount.lease_owner).is_not(None),
         )
     )
 
 
 def folders_of(session: Session, account_id: int) -> list[Folder]:
     """Every folder row of an account."""
-    return list(session.exec(select(Folder).where(Folder.account_id == account_id).order_by(Folder.id)).all())  # type: ignore[arg-type]
+    return list(session.exec(select(Folder).where(Folder.account_id == account_id).order_by(col(Folder.id))).all())
 
 
 def open_run(session: Session, *, account_id: int, kind: str) -> SyncRun:
@@ -181,6 +181,8 @@ def last_heartbeat(session: Session, *, name: str) -> dt.datetime | None:
 def message_counts(session: Session, account_ids: Sequence[int]) -> dict[int, int]:
     """Stored messages per account."""
     rows = session.exec(
-        select(Message.account_id, func.count()).where(Message.account_id.in_(account_ids)).group_by(Message.account_id)  # type: ignore[attr-defined]
+        select(Message.account_id, func.count())
+        .where(col(Message.account_id).in_(account_ids))
+        .group_by(col(Message.account_id))
     ).all()
     return {int(a): int(n) for a, n in rows}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from models.tables import Contact, Message, MessageAddress
 
@@ -31,14 +31,14 @@ def upsert_contact(session: Session, *, team_id: str, email: str, name: str | No
 
 def list_contacts(session: Session, *, team_id: str) -> Sequence[Contact]:
     """A team's contacts by address."""
-    return session.exec(select(Contact).where(Contact.team_id == team_id).order_by(Contact.email)).all()
+    return session.exec(select(Contact).where(Contact.team_id == team_id).order_by(col(Contact.email))).all()
 
 
 def messages_linked(session: Session, *, team_id: str, email: str) -> int:
     """How many stored messages of the team involve this address: a contact is linked by its address."""
     query = (
         select(func.count(func.distinct(MessageAddress.message_id)))
-        .join(Message, Message.id == MessageAddress.message_id)  # type: ignore[arg-type]
+        .join(Message, col(Message.id) == col(MessageAddress.message_id))
         .where(Message.team_id == team_id, MessageAddress.email == email.strip().lower())
     )
     return int(session.exec(query).one())

@@ -7,7 +7,7 @@ from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import and_, select
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from models.tables import Contact, Folder, Message, MessageAddress, MessageLocation
 
@@ -17,8 +17,8 @@ def export_page(session: Session, *, account_id: int, after_id: int, limit: int)
     messages = (
         session.execute(
             select(Message)
-            .where(Message.account_id == account_id, Message.id > after_id)  # type: ignore[arg-type,operator]
-            .order_by(Message.id)  # type: ignore[arg-type]
+            .where(col(Message.account_id) == account_id, col(Message.id) > after_id)
+            .order_by(col(Message.id))
             .limit(limit)
         )
         .scalars()
@@ -29,32 +29,35 @@ def export_page(session: Session, *, account_id: int, after_id: int, limit: int)
     ids = [m.id for m in messages]
     addresses: dict[int, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for mid, role, email in session.execute(
-        select(MessageAddress.message_id, MessageAddress.role, MessageAddress.email)
-        .where(MessageAddress.message_id.in_(ids))  # type: ignore[attr-defined]
-        .order_by(MessageAddress.message_id, MessageAddress.role, MessageAddress.position)  # type: ignore[arg-type]
+        select(col(MessageAddress.message_id), col(MessageAddress.role), col(MessageAddress.email))
+        .where(col(MessageAddress.message_id).in_(ids))
+        .order_by(col(MessageAddress.message_id), col(MessageAddress.role), col(MessageAddress.position))
     ):
         addresses[mid][role].append(email)
     folders: dict[int, list[str]] = defaultdict(list)
     for mid, name in session.execute(
-        select(MessageLocation.message_id, Folder.name)
-        .join(Folder, Folder.id == MessageLocation.folder_id)  # type: ignore[arg-type]
-        .where(MessageLocation.message_id.in_(ids))  # type: ignore[attr-defined]
-        .order_by(MessageLocation.message_id, Folder.name)  # type: ignore[arg-type]
+        select(col(MessageLocation.message_id), col(Folder.name))
+        .join(Folder, col(Folder.id) == col(MessageLocation.folder_id))
+        .where(col(MessageLocation.message_id).in_(ids))
+        .order_by(col(MessageLocation.message_id), col(Folder.name))
     ):
         if name not in folders[mid]:
             folders[mid].append(name)
     contacts: dict[int, set[str]] = defaultdict(set)
     team_ids = {m.team_id for m in messages}
     for mid, email in session.execute(
-        select(MessageAddress.message_id, Contact.email)
-        .join(Message, Message.id == MessageAddress.message_id)  # type: ignore[arg-type]
-        .join(Contact, and_(Contact.email == MessageAddress.email, Contact.team_id == Message.team_id))  # type: ignore[arg-type]
-        .where(MessageAddress.message_id.in_(ids), Contact.team_id.in_(team_ids))  # type: ignore[attr-defined]
+        select(col(MessageAddress.message_id), col(Contact.email))
+        .join(Message, col(Message.id) == col(MessageAddress.message_id))
+        .join(
+            Contact,
+            and_(col(Contact.email) == col(MessageAddress.email), col(Contact.team_id) == col(Message.team_id)),
+        )
+        .where(col(MessageAddress.message_id).in_(ids), col(Contact.team_id).in_(team_ids))
     ):
         contacts[mid].add(email)
     out = []
     for m in messages:
-        addr = addresses[m.id]  # type: ignore[index]
+        addr = addresses[m.id]
         out.append(
             {
                 "id": m.id,
@@ -68,8 +71,8 @@ def export_page(session: Session, *, account_id: int, after_id: int, limit: int)
                 "bcc": addr.get("bcc", []),
                 "date": m.date.isoformat() if m.date else None,
                 "internal_date": m.internal_date.isoformat() if m.internal_date else None,
-                "folders": folders[m.id],  # type: ignore[index]
-                "contacts": sorted(contacts[m.id]),  # type: ignore[index]
+                "folders": folders[m.id],
+                "contacts": sorted(contacts[m.id]),
                 "direction": m.direction,
                 "visibility": m.visibility,
                 "size": m.size,

@@ -203,3 +203,32 @@ class SchedulerHeartbeat(SQLModel, table=True):
     name: str = Field(primary_key=True, max_length=32)
     owner: str = Field(max_length=128)
     ticked_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class SetupSession(SQLModel, table=True):
+    """One person's setup in progress: the draft choices, the one-time connect link, the modal it drives."""
+
+    __tablename__ = "setup_session"
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=32, index=True)
+    user_id: str = Field(max_length=32)
+    token_hash: str = Field(max_length=64, index=True, repr=False)  # sha256 of the one-time connect token
+    expires_at: dt.datetime
+    used_at: dt.datetime | None = None
+    purpose: str = Field(default="setup", max_length=16)  # setup | reconnect
+    account_id: int | None = Field(
+        default=None, sa_column=Column(Integer, ForeignKey("email_account.id", ondelete="CASCADE"), nullable=True)
+    )
+    view_id: str | None = Field(default=None, max_length=32)
+    step: str = Field(default="connect", max_length=16)
+    draft: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON of the choices made so far
+    finished_at: dt.datetime | None = None
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class ProcessedSlackEvent(SQLModel, table=True):
+    """Slack event ids already handled, so a retried delivery never runs twice."""
+
+    __tablename__ = "processed_slack_event"
+    event_id: str = Field(primary_key=True, max_length=64)
+    seen_at: dt.datetime = Field(default_factory=utcnow)

@@ -37,6 +37,12 @@ def test_repr_never_shows_secrets():
     from sync.imap_session import ImapLogin
     from sync.smtp_check import SmtpLogin
 
-    account = EmailAccount(secret_encrypted="CIPHERTEXT", team_id="t", user_id="u", email="e", imap_host="h", username="u")
-    shown = repr(account) + repr(ImapLogin("h", 993, "tls", "u", "PASSWORD")) + repr(SmtpLogin("h", 465, "tls", "u", "PASSWORD"))
+    account = EmailAccount(
+        secret_encrypted="CIPHERTEXT", team_id="t", user_id="u", email="e", imap_host="h", username="u"
+    )
+    shown = (
+        repr(account)
+        + repr(ImapLogin("h", 993, "tls", "u", "PASSWORD"))
+        + repr(SmtpLogin("h", 465, "tls", "u", "PASSWORD"))
+    )
     assert "CIPHERTEXT" not in shown and "PASSWORD" not in shown

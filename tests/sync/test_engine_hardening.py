@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -243,5 +242,3 @@ def test_mail_appended_during_a_past_sync_arrives_once(mailbox, connect, deps):
     rows = list(export_messages(deps.db, account_id=account))
     assert len(rows) == 401 and sum(r["message_id"] == "<mid@x>" for r in rows) == 1
     assert len({r["message_id"] for r in rows}) == 401
-
-

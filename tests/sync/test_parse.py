@@ -10,7 +10,7 @@ HEADER = (
     b"From: =?utf-8?q?J=C3=B6rg?= <JOERG@Example.COM>\r\n"
     b"Sender: assistant@example.com\r\n"
     b"Reply-To: Replies <replies@example.com>\r\n"
-    b"To: Partners: a@x.org, \"Last, First\" <B@Y.org>;, c@z.org\r\n"
+    b'To: Partners: a@x.org, "Last, First" <B@Y.org>;, c@z.org\r\n'
     b"Cc: undisclosed-recipients:;\r\n"
     b"Bcc: hidden@example.com\r\n"
     b"Subject: =?iso-8859-1?q?caf=E9?= ok\r\n"

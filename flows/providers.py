@@ -1,0 +1,78 @@
+"""Guessing IMAP and SMTP settings from an address: built-in presets, RFC 6186 SRV records, then imap.<domain>."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import dns.exception
+import dns.resolver
+
+
+@dataclass(frozen=True)
+class ServerGuess:
+    """Suggested server settings and where they came from."""
+
+    imap_host: str
+    imap_port: int
+    imap_security: str
+    smtp_host: str
+    smtp_port: int
+    smtp_security: str
+    source: str  # preset name, "dns" or "guess"
+    note: str = ""
+
+
+_GMAIL = ("imap.gmail.com", 993, "tls", "smtp.gmail.com", 465, "tls", "Gmail",
+          "Gmail needs an app password (Google Account → Security → App passwords) with IMAP enabled.")  # fmt: skip
+_OUTLOOK = ("outlook.office365.com", 993, "tls", "smtp.office365.com", 587, "starttls", "Outlook / Microsoft 365",
+            "Microsoft accounts with two-step verification need an app password.")  # fmt: skip
+_ICLOUD = ("imap.mail.me.com", 993, "tls", "smtp.mail.me.com", 587, "starttls", "iCloud",
+           "iCloud needs an app-specific password from appleid.apple.com.")  # fmt: skip
+_YAHOO = ("imap.mail.yahoo.com", 993, "tls", "smtp.mail.yahoo.com", 465, "tls", "Yahoo",
+          "Yahoo needs an app password from Account security.")  # fmt: skip
+_FASTMAIL = ("imap.fastmail.com", 993, "tls", "smtp.fastmail.com", 465, "tls", "Fastmail",
+             "Fastmail needs an app password from Settings → Privacy & Security.")  # fmt: skip
+
+PRESETS: dict[str, tuple[str, int, str, str, int, str, str, str]] = {
+    "gmail.com": _GMAIL, "googlemail.com": _GMAIL,
+    "outlook.com": _OUTLOOK, "hotmail.com": _OUTLOOK, "live.com": _OUTLOOK, "msn.com": _OUTLOOK,
+    "office365.com": _OUTLOOK,
+    "icloud.com": _ICLOUD, "me.com": _ICLOUD, "mac.com": _ICLOUD,
+    "yahoo.com": _YAHOO, "ymail.com": _YAHOO,
+    "fastmail.com": _FASTMAIL, "fastmail.fm": _FASTMAIL,
+}  # fmt: skip
+
+
+def guess_servers(email: str, *, dns_lifetime: float = 2.0) -> ServerGuess:
+    """The best guess for this address's servers (never raises; falls back to imap.<domain>)."""
+    domain = email.rpartition("@")[2].strip().lower()
+    preset = PRESETS.get(domain)
+    if preset:
+        return ServerGuess(*preset)
+    imap = _srv(f"_imaps._tcp.{domain}", dns_lifetime)
+    imap_security = "tls"
+    if imap is None:
+        imap = _srv(f"_imap._tcp.{domain}", dns_lifetime)
+        imap_security = "starttls"
+    smtp = _srv(f"_submissions._tcp.{domain}", dns_lifetime)
+    smtp_security = "tls"
+    if smtp is None:
+        smtp = _srv(f"_submission._tcp.{domain}", dns_lifetime)
+        smtp_security = "starttls"
+    if imap is not None:
+        smtp_host, smtp_port = smtp or (f"smtp.{domain}", 587)
+        return ServerGuess(imap[0], imap[1], imap_security, smtp_host, smtp_port, smtp_security, "dns")
+    return ServerGuess(f"imap.{domain}", 993, "tls", f"smtp.{domain}", 587, "starttls", "guess")
+
+
+def _srv(name: str, lifetime: float) -> tuple[str, int] | None:
+    try:
+        answers = dns.resolver.resolve(name, "SRV", lifetime=lifetime)
+    except (dns.exception.DNSException, OSError):
+        return None
+    records = sorted(answers, key=lambda r: (r.priority, -r.weight))  # type: ignore[attr-defined]
+    for record in records:
+        target = str(record.target).rstrip(".")  # type: ignore[attr-defined]
+        if target:  # "." means the service is explicitly not offered
+            return target, int(record.port)  # type: ignore[attr-defined]
+    return None
