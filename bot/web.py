@@ -1,4 +1,4 @@
-"""The web process: Starlette routes (/healthz now; Slack and the connect page later) and the worker child."""
+"""The web process: /healthz, Slack's /slack/events, the connect page; and the worker as a child process."""
 
 from __future__ import annotations
 
@@ -9,12 +9,15 @@ import subprocess
 import sys
 
 import uvicorn
+from slack_bolt import App, BoltResponse
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.services import Services
+from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client
 from models import accounts as account_queries
 from models.clock import utcnow
 from models.db import ping, session_scope
@@ -23,10 +26,8 @@ from sync.scheduler import HEARTBEAT_NAME
 log = logging.getLogger(__name__)
 
 
-def create_app(services: Services) -> Starlette:
-    """The ASGI app; handlers never block the event loop (database work runs in a thread)."""
-    from starlette.concurrency import run_in_threadpool
-
+def create_app(services: Services, slack: SlackDeps | None = None, bolt: App | None = None) -> Starlette:
+    """The ASGI app; handlers never block the event loop (Bolt and the database run in threads)."""
     max_age = dt.timedelta(seconds=max(30.0, services.settings.tick_seconds * 6))
 
     def _health() -> tuple[bool, dict[str, object]]:
@@ -45,16 +46,62 @@ def create_app(services: Services) -> Starlette:
         ok, body = await run_in_threadpool(_health)
         return JSONResponse({"ok": ok, **body}, status_code=200 if ok else 503)
 
-    return Starlette(routes=[Route("/healthz", healthz)])
+    routes = [Route("/healthz", healthz)]
+    if slack is not None:
+        from bot.connect_page import routes as connect_routes
+
+        app = bolt or build_bolt_app(slack)
+
+        async def slack_events(request: Request) -> Response:
+            body = (await request.body()).decode("utf-8")
+            bolt_request = SlackHttpRequest(body=body, query=request.url.query, headers=dict(request.headers))
+            # Bolt's sync dispatch waits for the listener's ack(): run it off the event loop.
+            result: BoltResponse = await run_in_threadpool(app.dispatch, bolt_request)
+            return Response(
+                content=result.body,
+                status_code=result.status,
+                headers={k: v[0] for k, v in result.headers.items() if v},
+            )
+
+        routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+        routes += connect_routes(slack)
+    return Starlette(routes=routes)
+
+
+def slack_deps_from(services: Services) -> SlackDeps | None:
+    """The Slack side when its settings are there; None (and one line saying what to set) otherwise."""
+    s = services.settings
+    if not (s.slack_bot_token and s.slack_signing_secret):
+        print(
+            "emailsync: Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (and SLACK_APP_TOKEN for "
+            "Socket Mode) to talk to Slack.",
+            file=sys.stderr,
+        )
+        return None
+    base = s.public_base_url or f"http://localhost:{s.port}"
+    if not s.public_base_url:
+        print(f"emailsync: PUBLIC_BASE_URL is not set; connect links will point at {base}.", file=sys.stderr)
+    return SlackDeps(services=services, client=make_web_client(s), public_base_url=base)
 
 
 def serve(services: Services) -> None:
     """Start the worker as a child process (syncs never run in web threads), then serve HTTP."""
+    slack = slack_deps_from(services)
+    bolt = build_bolt_app(slack) if slack is not None else None
+    socket_handler = None
+    if slack is not None and bolt is not None and services.settings.slack_app_token:
+        from slack_bolt.adapter.socket_mode import SocketModeHandler
+
+        socket_handler = SocketModeHandler(bolt, services.settings.slack_app_token)
+        socket_handler.connect()  # events arrive over the socket; the connect page still needs HTTP
+        log.info("Socket Mode connected")
     worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())
     log.info("started worker process %s", worker.pid)
     try:
-        uvicorn.run(create_app(services), host="0.0.0.0", port=services.settings.port, log_level="info")
+        uvicorn.run(create_app(services, slack, bolt), host="0.0.0.0", port=services.settings.port, log_level="info")
     finally:
+        if socket_handler is not None:
+            socket_handler.close()
         worker.terminate()
         try:
             worker.wait(timeout=30)

@@ -22,25 +22,73 @@ class ServerGuess:
     note: str = ""
 
 
-_GMAIL = ("imap.gmail.com", 993, "tls", "smtp.gmail.com", 465, "tls", "Gmail",
-          "Gmail needs an app password (Google Account → Security → App passwords) with IMAP enabled.")  # fmt: skip
-_OUTLOOK = ("outlook.office365.com", 993, "tls", "smtp.office365.com", 587, "starttls", "Outlook / Microsoft 365",
-            "Microsoft accounts with two-step verification need an app password.")  # fmt: skip
-_ICLOUD = ("imap.mail.me.com", 993, "tls", "smtp.mail.me.com", 587, "starttls", "iCloud",
-           "iCloud needs an app-specific password from appleid.apple.com.")  # fmt: skip
-_YAHOO = ("imap.mail.yahoo.com", 993, "tls", "smtp.mail.yahoo.com", 465, "tls", "Yahoo",
-          "Yahoo needs an app password from Account security.")  # fmt: skip
-_FASTMAIL = ("imap.fastmail.com", 993, "tls", "smtp.fastmail.com", 465, "tls", "Fastmail",
-             "Fastmail needs an app password from Settings → Privacy & Security.")  # fmt: skip
+_GMAIL = (
+    "imap.gmail.com",
+    993,
+    "tls",
+    "smtp.gmail.com",
+    465,
+    "tls",
+    "Gmail",
+    "Gmail needs an app password (Google Account → Security → App passwords) with IMAP enabled.",
+)
+_OUTLOOK = (
+    "outlook.office365.com",
+    993,
+    "tls",
+    "smtp.office365.com",
+    587,
+    "starttls",
+    "Outlook / Microsoft 365",
+    "Microsoft accounts with two-step verification need an app password.",
+)
+_ICLOUD = (
+    "imap.mail.me.com",
+    993,
+    "tls",
+    "smtp.mail.me.com",
+    587,
+    "starttls",
+    "iCloud",
+    "iCloud needs an app-specific password from appleid.apple.com.",
+)
+_YAHOO = (
+    "imap.mail.yahoo.com",
+    993,
+    "tls",
+    "smtp.mail.yahoo.com",
+    465,
+    "tls",
+    "Yahoo",
+    "Yahoo needs an app password from Account security.",
+)
+_FASTMAIL = (
+    "imap.fastmail.com",
+    993,
+    "tls",
+    "smtp.fastmail.com",
+    465,
+    "tls",
+    "Fastmail",
+    "Fastmail needs an app password from Settings → Privacy & Security.",
+)
 
 PRESETS: dict[str, tuple[str, int, str, str, int, str, str, str]] = {
-    "gmail.com": _GMAIL, "googlemail.com": _GMAIL,
-    "outlook.com": _OUTLOOK, "hotmail.com": _OUTLOOK, "live.com": _OUTLOOK, "msn.com": _OUTLOOK,
+    "gmail.com": _GMAIL,
+    "googlemail.com": _GMAIL,
+    "outlook.com": _OUTLOOK,
+    "hotmail.com": _OUTLOOK,
+    "live.com": _OUTLOOK,
+    "msn.com": _OUTLOOK,
     "office365.com": _OUTLOOK,
-    "icloud.com": _ICLOUD, "me.com": _ICLOUD, "mac.com": _ICLOUD,
-    "yahoo.com": _YAHOO, "ymail.com": _YAHOO,
-    "fastmail.com": _FASTMAIL, "fastmail.fm": _FASTMAIL,
-}  # fmt: skip
+    "icloud.com": _ICLOUD,
+    "me.com": _ICLOUD,
+    "mac.com": _ICLOUD,
+    "yahoo.com": _YAHOO,
+    "ymail.com": _YAHOO,
+    "fastmail.com": _FASTMAIL,
+    "fastmail.fm": _FASTMAIL,
+}
 
 
 def guess_servers(email: str, *, dns_lifetime: float = 2.0) -> ServerGuess:

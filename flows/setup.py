@@ -377,8 +377,26 @@ def preview(
         contacts = (
             contact_queries.team_contact_emails(session, team_id=team_id) if draft.contact_scope == "contacts" else None
         )
-        login = ImapLogin(account.imap_host, account.imap_port, account.imap_security, account.username,  # type: ignore[arg-type]
-                          secret_box.decrypt(account.secret_encrypted))  # fmt: skip
+        login = ImapLogin(
+            account.imap_host,
+            account.imap_port,
+            account.imap_security,
+            account.username,  # type: ignore[arg-type]
+            secret_box.decrypt(account.secret_encrypted),
+        )
     since = start_date_for(draft.start, dt.date.today())
     assert since is not None
     return preview_window(login, names, since, contacts, timeout=timeout, ssl_context=ssl_context)
+
+
+def renew_link(db: Engine, session_id: int, *, team_id: str, user_id: str) -> tuple[SetupState, str]:
+    """A fresh connect token for an unconnected setup (the old link stops working)."""
+    token = pysecrets.token_urlsafe(32)
+    with session_scope(db) as session:
+        row = _owned(session, session_id, team_id, user_id)
+        row.token_hash = hash_token(token)
+        row.expires_at = utcnow() + LINK_LIFETIME
+        row.used_at = None
+        setup_queries.save(session, row)
+        session.flush()
+        return _state(session, row), token

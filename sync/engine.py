@@ -350,9 +350,7 @@ class _AccountSync:
             return
         if folder.fwd_uid < 1:
             return
-        resp = fetch_uid_range(
-            client, 1, folder.fwd_uid, ["FLAGS"], modifiers=[f"CHANGEDSINCE {folder.highestmodseq}"]
-        )
+        resp = fetch_uid_range(client, 1, folder.fwd_uid, ["FLAGS"], modifiers=[f"CHANGEDSINCE {folder.highestmodseq}"])
         changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items() if uid <= folder.fwd_uid}
         if changes:
             with self._writing() as session:
@@ -534,9 +532,7 @@ class _AccountSync:
         since = folder.backfill_since
         if since is not None and cand.internal_date is not None and cand.internal_date.date() < since:
             return True  # only reached in a re-match, whose SEARCH has no SINCE
-        if folder.backfill_scope == "contacts" and not (emails & self.contacts):
-            return True
-        return False
+        return folder.backfill_scope == "contacts" and not (emails & self.contacts)
 
     def _fetch_bodies(self, client: IMAPClient, cands: list[_Candidate]) -> None:
         wanted: list[_Candidate] = []

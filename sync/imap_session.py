@@ -12,9 +12,8 @@ from typing import Any, Literal
 
 from imapclient import IMAPClient
 from imapclient.exceptions import IMAPClientError, LoginError
-from imapclient.imapclient import SocketTimeout
+from imapclient.imapclient import SocketTimeout, seq_to_parenstr_upper
 from imapclient.response_parser import parse_fetch_response
-from imapclient.imapclient import seq_to_parenstr_upper
 
 from sync.errors import (
     AuthFailed,
@@ -112,7 +111,7 @@ def translate_errors(login: ImapLogin) -> Iterator[None]:
     except ssl.SSLCertVerificationError as exc:
         raise TlsFailed(
             f"The certificate of {login.host} is not trusted ({exc.verify_message}).",
-            "Ask your mail provider for the correct server name; an operator can trust a private CA with SSL_CERT_FILE.",
+            "Ask your mail provider for the right server name; an operator can trust a private CA with SSL_CERT_FILE.",
         ) from None
     except ssl.SSLError as exc:
         raise TlsFailed(

@@ -1,0 +1,234 @@
+"""The connect page: the one place a person types their mail password (plain HTML, works without JavaScript)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets as pysecrets
+from pathlib import Path
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.templating import Jinja2Templates
+
+from bot.slack_app import SlackDeps
+from flows import setup as setup_flow
+from flows.accounts import FieldError
+from flows.providers import guess_servers
+from flows.setup import ConnectForm, LinkProblem, SetupState
+from sync.errors import AuthFailed, SyncError, Timeout, TlsFailed, Unreachable
+
+log = logging.getLogger(__name__)
+templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
+CSRF_COOKIE = "emailsync_csrf"
+
+LINK_PROBLEMS = {
+    "expired": ("This link has expired", "Connect links work for 15 minutes, to keep your mailbox safe."),
+    "used": ("This link was already used", "Each connect link works once. Your mailbox may already be connected."),
+    "unknown": ("This link is not valid", "It may be mistyped or belong to someone else."),
+}
+ERROR_TITLES = {
+    AuthFailed: "The server did not accept the sign-in",
+    Unreachable: "We could not reach the server",
+    Timeout: "The server did not answer",
+    TlsFailed: "The secure connection failed",
+}
+
+
+def routes(deps: SlackDeps) -> list[Route]:
+    """The connect page's routes."""
+
+    async def page(request: Request) -> Response:
+        token = request.path_params["token"]
+        try:
+            await run_in_threadpool(setup_flow.check_link, deps.services.db, token)
+        except LinkProblem as exc:
+            return _problem(request, exc.reason)
+        return _form(request, token, form=_blank_form())
+
+    async def submit(request: Request) -> Response:
+        token = request.path_params["token"]
+        data = await request.form()
+        values = {k: str(v) for k, v in data.items()}
+        cookie = request.cookies.get(CSRF_COOKIE, "")
+        if not cookie or not hmac.compare_digest(cookie, values.get("csrf", "")):
+            return _form(
+                request,
+                token,
+                form=_echo(values),
+                status=403,
+                error={"title": "Please try again", "text": "The form expired or came from another page.", "fix": ""},
+            )
+        try:
+            form, note = _connect_form(values)
+        except ValueError as exc:
+            return _form(
+                request,
+                token,
+                form=_echo(values),
+                status=400,
+                show_advanced=True,
+                error={"title": "Check the server settings", "text": str(exc), "fix": ""},
+            )
+        try:
+            state = await run_in_threadpool(
+                setup_flow.connect,
+                deps.services.db,
+                deps.services.secrets,
+                token,
+                form,
+                timeout=deps.services.settings.imap_timeout,
+                ssl_context=deps.ssl_context,
+            )
+        except LinkProblem as exc:
+            return _problem(request, exc.reason)
+        except FieldError as exc:
+            return _form(
+                request,
+                token,
+                form=_echo(values, form),
+                status=400,
+                guess_note=note,
+                error={"title": "Check your entry", "text": exc.message, "fix": ""},
+            )
+        except SyncError as exc:
+            title = next((t for cls, t in ERROR_TITLES.items() if isinstance(exc, cls)), "The connection failed")
+            return _form(
+                request,
+                token,
+                form=_echo(values, form),
+                status=400,
+                show_advanced=True,
+                guess_note=note,
+                error={"title": title, "text": exc.message, "fix": exc.fix},
+            )
+        moved = await run_in_threadpool(_advance, deps, state)
+        return templates.TemplateResponse(request, "done.html", {"email": state.draft.email, "moved": moved})
+
+    return [
+        Route("/connect/{token}", page, methods=["GET"]),
+        Route("/connect/{token}", submit, methods=["POST"]),
+    ]
+
+
+def _advance(deps: SlackDeps, state: SetupState) -> str:
+    from bot.listeners.setup import advance_after_connect
+
+    try:
+        return advance_after_connect(deps, state)
+    except Exception:  # Slack being down must not turn a good connection into an error page
+        log.exception("setup %s: could not tell Slack about the connection", state.session_id)
+        return "none"
+
+
+def _connect_form(values: dict[str, str]) -> tuple[ConnectForm, str]:
+    """The form as domain values, server settings guessed from the address where left empty."""
+    email = values.get("email", "").strip()
+    note = ""
+    imap_host = values.get("imap_host", "").strip()
+    smtp_host = values.get("smtp_host", "").strip()
+    imap_security = values.get("imap_security") or "tls"
+    smtp_security = values.get("smtp_security") or "starttls"
+    imap_port = _port(values.get("imap_port", ""), "IMAP")
+    smtp_port = _port(values.get("smtp_port", ""), "SMTP")
+    if not imap_host and "@" in email:
+        guess = guess_servers(email)
+        imap_host, imap_security, imap_port = guess.imap_host, guess.imap_security, imap_port or guess.imap_port
+        if not smtp_host:
+            smtp_host, smtp_security, smtp_port = guess.smtp_host, guess.smtp_security, smtp_port or guess.smtp_port
+        note = guess.note or f"Using {imap_host} (found from your address)."
+    if imap_port is None:
+        imap_port = 993 if imap_security == "tls" else 143
+    form = ConnectForm(
+        email=email,
+        password=values.get("password", ""),
+        imap_host=imap_host,
+        imap_port=imap_port,
+        imap_security=imap_security,
+        username=values.get("username", "").strip(),
+        smtp_host=smtp_host,
+        smtp_port=smtp_port,
+        smtp_security=smtp_security,
+    )
+    return form, note
+
+
+def _port(value: str, what: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ValueError(f"The {what} port must be a number like 993, 143, 465 or 587.")
+    return int(value)
+
+
+def _blank_form() -> dict[str, Any]:
+    return {
+        k: ""
+        for k in (
+            "email",
+            "imap_host",
+            "imap_port",
+            "imap_security",
+            "username",
+            "smtp_host",
+            "smtp_port",
+            "smtp_security",
+        )
+    }
+
+
+def _echo(values: dict[str, str], form: ConnectForm | None = None) -> dict[str, Any]:
+    """What to show again in the form: what was typed (or guessed), never the password."""
+    shown = _blank_form()
+    shown.update({k: v for k, v in values.items() if k in shown})
+    if form is not None:
+        shown.update(
+            imap_host=form.imap_host,
+            imap_port=form.imap_port,
+            imap_security=form.imap_security,
+            smtp_host=form.smtp_host,
+            smtp_port=form.smtp_port or "",
+            smtp_security=form.smtp_security,
+        )
+    return shown
+
+
+def _form(
+    request: Request,
+    token: str,
+    *,
+    form: dict[str, Any],
+    status: int = 200,
+    error: dict[str, str] | None = None,
+    show_advanced: bool = False,
+    guess_note: str = "",
+) -> Response:
+    csrf = pysecrets.token_urlsafe(24)
+    response = templates.TemplateResponse(
+        request,
+        "connect.html",
+        {
+            "action": f"/connect/{token}",
+            "csrf": csrf,
+            "form": form,
+            "error": error,
+            "show_advanced": show_advanced,
+            "guess_note": guess_note,
+        },
+        status_code=status,
+    )
+    response.set_cookie(
+        CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/connect", secure=request.url.scheme == "https"
+    )
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _problem(request: Request, reason: str) -> Response:
+    title, text = LINK_PROBLEMS[reason]
+    status = 410 if reason in ("expired", "used") else 404
+    return templates.TemplateResponse(request, "link_problem.html", {"title": title, "text": text}, status_code=status)

@@ -1,0 +1,61 @@
+"""The /emailsync slash command: setup, status, help, contact add; anything else gets the help."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt import Ack, App, Respond
+from slack_sdk import WebClient
+
+from bot import ids
+from bot.listeners.setup import start_and_open
+from bot.slack_app import SlackDeps
+from bot.views import messages
+from bot.views.blocks import escape
+from flows.contacts import add_contact
+from models import accounts as account_queries
+from models.db import session_scope
+
+
+def register(app: App, deps: SlackDeps) -> None:
+    """Register the slash command."""
+
+    @app.command(ids.COMMAND)
+    def on_command(ack: Ack, command: dict[str, Any], respond: Respond, client: WebClient) -> None:
+        ack()
+        team_id, user_id = command["team_id"], command["user_id"]
+        words = (command.get("text") or "").split()
+        sub = words[0].lower() if words else ""
+        if sub in ("", "setup"):
+            if sub == "" and _accounts(deps, team_id, user_id):
+                respond(**_status(deps, team_id, user_id))
+            else:
+                start_and_open(deps, client, command["trigger_id"], team_id, user_id)
+        elif sub == "status":
+            respond(**_status(deps, team_id, user_id))
+        elif sub == "contact" and len(words) >= 3 and words[1].lower() == "add":
+            respond(**_add_contact(deps, team_id, words[2], " ".join(words[3:]) or None))
+        else:
+            respond(**messages.help_message())
+
+
+def _accounts(deps: SlackDeps, team_id: str, user_id: str) -> list[Any]:
+    with session_scope(deps.services.db) as session:
+        return [a for a in account_queries.list_accounts(session, team_id=team_id) if a.user_id == user_id]
+
+
+def _status(deps: SlackDeps, team_id: str, user_id: str) -> dict[str, Any]:
+    accounts = _accounts(deps, team_id, user_id)
+    with session_scope(deps.services.db) as session:
+        counts = account_queries.message_counts(session, [a.id for a in accounts])
+    return messages.status_message(accounts, counts)
+
+
+def _add_contact(deps: SlackDeps, team_id: str, email: str, name: str | None) -> dict[str, Any]:
+    try:
+        address, linked = add_contact(deps.services.db, team_id=team_id, email=email, name=name, source="slack")
+    except ValueError:
+        text = f"`{escape(email)}` is not an email address. Try `/emailsync contact add name@example.com Jane Doe`."
+        return {"response_type": "ephemeral", "text": text}
+    text = f"{escape(address)} is a contact of your team now; {linked:,} synced emails are linked to it."
+    return {"response_type": "ephemeral", "text": text}

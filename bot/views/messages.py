@@ -1,0 +1,62 @@
+"""Texts for the slash command (help, status) and the simple App Home tab."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from bot import ids
+from bot.views.blocks import Block, button, context, escape, section
+from models.tables import EmailAccount
+
+STATE_LABELS = {
+    "connecting": "setting up",
+    "active": "active",
+    "syncing": "syncing",
+    "paused": "paused",
+    "needs_reauth": "needs you to reconnect",
+    "error": "retrying after an error",
+    "disconnected": "disconnected",
+}
+
+HELP = (
+    "*/emailsync* connects your mailbox so your team's CRM sees your email.\n"
+    "• `/emailsync setup`: connect a mailbox and choose what to sync\n"
+    "• `/emailsync status`: your mailboxes and how their sync is doing\n"
+    "• `/emailsync contact add ADDRESS [NAME]`: add a CRM contact for your team\n"
+    "• `/emailsync help`: this help"
+)
+
+
+def help_message() -> dict[str, Any]:
+    """The help, as an ephemeral response."""
+    return {"response_type": "ephemeral", "text": HELP, "blocks": [section(HELP)]}
+
+
+def account_line(account: EmailAccount, messages: int) -> str:
+    """One account in a status list."""
+    state = STATE_LABELS.get(account.state, account.state)
+    last = f", last synced {account.last_synced_at:%Y-%m-%d %H:%M} UTC" if account.last_synced_at else ""
+    error = f"\n   _{escape(account.last_error_message)}_" if account.last_error_message else ""
+    return f"• *{escape(account.email)}*: {state}, {messages:,} emails{last}{error}"
+
+
+def status_message(accounts: Sequence[EmailAccount], counts: dict[int, int]) -> dict[str, Any]:
+    """The person's accounts, as an ephemeral response."""
+    if not accounts:
+        text = "You have no mailbox connected yet. Type `/emailsync setup` to connect one."
+    else:
+        text = "*Your email sync*\n" + "\n".join(account_line(a, counts.get(a.id or 0, 0)) for a in accounts)
+    return {"response_type": "ephemeral", "text": text, "blocks": [section(text)]}
+
+
+def home_view(accounts: Sequence[EmailAccount], counts: dict[int, int]) -> dict[str, Any]:
+    """The App Home tab: the person's accounts, or a button to set one up."""
+    blocks: list[Block] = [section("*Email sync*")]
+    if accounts:
+        blocks += [section(account_line(a, counts.get(a.id or 0, 0))) for a in accounts[:40]]
+    else:
+        blocks.append(section("Connect your mailbox to sync your email with your team's CRM."))
+    blocks.append({"type": "actions", "elements": [button("Set up email sync", ids.A_HOME_SETUP, style="primary")]})
+    blocks.append(context("Type `/emailsync help` in any conversation to see what I can do."))
+    return {"type": "home", "blocks": blocks}
