@@ -14,6 +14,7 @@ from bot.views import setup as views
 from flows.setup import SetupDraft, SetupState
 from models.tables import EmailAccount
 from sync.preview import WindowPreview
+from tests.support.block_kit import limit_errors
 
 
 def state(step: str = "tracking", n_folders: int = 5, name_len: int = 10, **draft: object) -> SetupState:
@@ -26,6 +27,7 @@ def state(step: str = "tracking", n_folders: int = 5, name_len: int = 10, **draf
 
 def valid(view: dict) -> dict:
     View(**view).validate_json()
+    assert limit_errors(view) == []
     for block in view["blocks"]:
         Block.parse(block).validate_json()
     assert len(json.dumps(view)) < 250_000
@@ -80,8 +82,14 @@ def test_choices_that_change_the_view_dispatch_actions(radio_block):
 def test_home_status_and_help_are_valid_for_many_accounts():
     accounts = [EmailAccount(id=i, team_id="T", user_id="U", email=f"a{i}@<b>.test", imap_host="h", username="u",
                              secret_encrypted="x", state="error", last_error_message="x" * 500) for i in range(60)]  # fmt: skip
-    home = messages.home_view(accounts, {1: 5})
-    View(**home).validate_json()
+    home = valid(messages.home_view(accounts, {1: 5}))
     assert "&lt;b&gt;" in json.dumps(home)
     assert "setup" in messages.help_message()["text"]
     assert "no mailbox" in messages.status_message([], {})["text"]
+
+
+def test_the_limit_checker_catches_what_slack_rejects():
+    too_many = views.folder_picker(state("folders", n_folders=150, sync_mode="labels"))
+    too_many["element"]["type"] = "multi_static_select"
+    too_many["element"]["options"] = [{"text": {"type": "plain_text", "text": str(i)}, "value": str(i)} for i in range(101)]
+    assert limit_errors({"type": "modal", "blocks": [too_many]}) == ["multi_static_select with 101 options > 100"]
