@@ -686,9 +686,9 @@ class Bench:
             extra=r,
         )
 
-    def run_emailsync_nochange(self, account: dict[str, Any]) -> ToolResult:
+    def run_emailsync_nochange(self, account: dict[str, Any], *, profile: str | None = None) -> ToolResult:
         spec = {**{k: account[k] for k in ("db", "account_id", "key", "cafile")}, "runs": NO_CHANGE_RUNS}
-        m = run_measured(_child_argv("nochange", spec), timeout=self.args.timeout, env=self.env)
+        m = run_measured(_child_argv("nochange", spec, profile=profile), timeout=self.args.timeout, env=self.env)
         if m.returncode != 0:
             return ToolResult("emailsync no-change sync", False, note=_why(m))
         r = m.result()
@@ -756,7 +756,7 @@ class Bench:
         if not self.args.skip_peers:
             steps += [("mbsync", lambda: self.run_mbsync(user, count)), ("offlineimap", lambda: self.run_offlineimap(user, count))]
         for label, step in steps:
-            say(f"running {label} ...")
+            say(f"running {label} ... (load average {os.getloadavg()[0]:.2f})")
             try:
                 result = step()
             except Exception as exc:  # a peer (or a tool) failing never stops the others
@@ -769,6 +769,12 @@ class Bench:
             again = self.add_account(user, count)
             r = self.run_emailsync_past(again, profile=self.args.profile)
             say(f"  profiled run: {r.wall_s and round(r.wall_s, 2)}s {r.note}")
+            summarize_profile(self.args.profile)
+            nochange_profile = _suffixed(self.args.profile, ".nochange")
+            say(f"profiling {NO_CHANGE_RUNS} no-change syncs into {nochange_profile}")
+            r = self.run_emailsync_nochange(again, profile=nochange_profile)
+            say(f"  profiled run: {r.note}")
+            summarize_profile(nochange_profile)
 
     def size_mailbox(self, count: int) -> None:
         """A further mailbox size: past sync (untimed against peers) and the no-change sync."""
@@ -799,6 +805,26 @@ class Bench:
                 note="" if past.ok and nochange.ok else f"{past.note} {nochange.note}".strip(),
             )
         )
+
+
+def _suffixed(path: str, suffix: str) -> str:
+    p = Path(path)
+    return str(p.with_name(p.stem + suffix + p.suffix))
+
+
+def summarize_profile(path: str, limit: int = 20) -> None:
+    """The top functions of a cProfile file by own time and by cumulative time in the project, on stderr."""
+    import io
+    import pstats
+
+    try:
+        buf = io.StringIO()
+        stats = pstats.Stats(path, stream=buf)
+        stats.sort_stats("tottime").print_stats(limit)
+        stats.sort_stats("cumtime").print_stats(r"/(sync|models|flows)/", limit)
+        say(buf.getvalue())
+    except Exception as exc:
+        say(f"could not read profile {path}: {exc}")
 
 
 def _why(m: Measured) -> str:
@@ -889,7 +915,7 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
         ],
         "ratios": ratios,
         "sizes": [asdict(s) for s in bench.sizes],
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_end": os.getloadavg()},
     }
     print("\n" + json.dumps(result, indent=2, default=str))
     return result

@@ -66,7 +66,9 @@ def register(app: App, deps: SlackDeps) -> None:
         view = body["view"]
         try:
             state = _load(deps, view, team_id, user_id)
-            state = _save_values(deps, state, view["state"]["values"], step=state.step)
+            state = _save_values(
+                deps, state, _with_action(view["state"]["values"], body["actions"][0]), step=state.step
+            )
         except NotYours:
             _update(client, view["id"], views.notice_view("Email sync", NOT_YOURS))
             return
@@ -192,6 +194,13 @@ def _save_values(deps: SlackDeps, state: SetupState, values: dict[str, Any], *, 
     return setup_flow.save_step(
         deps.services.db, state.session_id, team_id=state.team_id, user_id=state.user_id, step=step, **choices
     )
+
+
+def _with_action(values: dict[str, Any], action: dict[str, Any]) -> dict[str, Any]:
+    """The view's values with the action that fired applied (the state may predate it)."""
+    merged = {block: dict(actions) for block, actions in values.items()}
+    merged.setdefault(action["block_id"], {})[action["action_id"]] = action
+    return merged
 
 
 def _choices_from(state: SetupState, values: dict[str, Any]) -> dict[str, Any]:
