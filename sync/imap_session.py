@@ -121,7 +121,8 @@ def translate_errors(login: ImapLogin) -> Iterator[None]:
     except TimeoutError:
         raise Timeout(
             f"{where} did not answer in time.",
-            "Check the server name and port; the server may be down or blocked by a firewall.",
+            "Check the server name, the port and the security (993 uses TLS, 143 uses STARTTLS); "
+            "the server may also be down or behind a firewall.",
         ) from None
     except LoginError as exc:
         _raise_for_login(exc)

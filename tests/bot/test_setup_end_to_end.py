@@ -77,8 +77,9 @@ def test_a_new_user_sets_up_email_sync(slack, mailbox, smtp, page):
     assert "is connected" in page.inner_text("#done")
     fake.wait_for("views.update", predicate=lambda c: "Step 2 of 4" in text_of(c.args["view"]))
 
-    response = driver.view_submission(view_id, {ids.B_TRACKING: {ids.A_TRACKING: ["track_opens"]},
-                                                ids.B_VISIBILITY: {ids.A_VISIBILITY: "shared"}})  # fmt: skip
+    response = driver.view_submission(
+        view_id, {ids.B_TRACKING: {ids.A_TRACKING: ["track_opens"]}, ids.B_VISIBILITY: {ids.A_VISIBILITY: "shared"}}
+    )
     assert response.status_code == 200
     assert "Step 3 of 4" in text_of(fake.view(view_id))
 
@@ -88,15 +89,18 @@ def test_a_new_user_sets_up_email_sync(slack, mailbox, smtp, page):
     preselected = next(b for b in folders_view["blocks"] if b.get("block_id") == ids.B_FOLDERS)["element"]
     assert [o["text"]["text"] for o in preselected["initial_options"]] == ["INBOX"]
     chosen = option_values(folders_view, ids.B_FOLDERS, ["INBOX", "Projects"])
-    driver.view_submission(view_id, {ids.B_SYNC_MODE: {ids.A_SYNC_MODE: "labels"},
-                                     ids.B_FOLDERS: {ids.A_FOLDERS: chosen}})  # fmt: skip
+    driver.view_submission(
+        view_id, {ids.B_SYNC_MODE: {ids.A_SYNC_MODE: "labels"}, ids.B_FOLDERS: {ids.A_FOLDERS: chosen}}
+    )
     assert "Step 4 of 4" in text_of(fake.view(view_id))
     fake.wait_for("views.update", predicate=lambda c: "This window holds 3 messages" in text_of(c.args["view"]))
 
     driver.block_action(ids.A_SCOPE, view=view_id, selected_option="contacts")
     fake.wait_for("views.update", predicate=lambda c: "2 of them involve a CRM contact" in text_of(c.args["view"]))
 
-    response = driver.view_submission(view_id, {ids.B_START: {ids.A_START: "3m"}, ids.B_SCOPE: {ids.A_SCOPE: "contacts"}})
+    response = driver.view_submission(
+        view_id, {ids.B_START: {ids.A_START: "3m"}, ids.B_SCOPE: {ids.A_SCOPE: "contacts"}}
+    )
     assert response.json() == {"response_action": "clear"}
     fake.wait_for("chat.postMessage", predicate=lambda c: "Email sync is set up" in c.args.get("text", ""))
 

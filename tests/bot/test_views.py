@@ -21,8 +21,9 @@ def state(step: str = "tracking", n_folders: int = 5, name_len: int = 10, **draf
     folders = [("INBOX", "inbox"), ("Sent", "sent"), ("Trash", "trash")]
     folders += [(f"F{i}-" + "x" * name_len, None) for i in range(n_folders)]
     d = SetupDraft(email="me@example.com", **draft)  # type: ignore[arg-type]
-    return SetupState(session_id=7, team_id="T", user_id="U", step=step, draft=d, account_id=1, view_id="V1",
-                      folders=folders)  # fmt: skip
+    return SetupState(
+        session_id=7, team_id="T", user_id="U", step=step, draft=d, account_id=1, view_id="V1", folders=folders
+    )
 
 
 def valid(view: dict) -> dict:
@@ -80,8 +81,20 @@ def test_choices_that_change_the_view_dispatch_actions(radio_block):
 
 
 def test_home_status_and_help_are_valid_for_many_accounts():
-    accounts = [EmailAccount(id=i, team_id="T", user_id="U", email=f"a{i}@<b>.test", imap_host="h", username="u",
-                             secret_encrypted="x", state="error", last_error_message="x" * 500) for i in range(60)]  # fmt: skip
+    accounts = [
+        EmailAccount(
+            id=i,
+            team_id="T",
+            user_id="U",
+            email=f"a{i}@<b>.test",
+            imap_host="h",
+            username="u",
+            secret_encrypted="x",
+            state="error",
+            last_error_message="x" * 500,
+        )
+        for i in range(60)
+    ]
     home = valid(messages.home_view(accounts, {1: 5}))
     assert "&lt;b&gt;" in json.dumps(home)
     assert "setup" in messages.help_message()["text"]
@@ -91,5 +104,7 @@ def test_home_status_and_help_are_valid_for_many_accounts():
 def test_the_limit_checker_catches_what_slack_rejects():
     too_many = views.folder_picker(state("folders", n_folders=150, sync_mode="labels"))
     too_many["element"]["type"] = "multi_static_select"
-    too_many["element"]["options"] = [{"text": {"type": "plain_text", "text": str(i)}, "value": str(i)} for i in range(101)]
+    too_many["element"]["options"] = [
+        {"text": {"type": "plain_text", "text": str(i)}, "value": str(i)} for i in range(101)
+    ]
     assert limit_errors({"type": "modal", "blocks": [too_many]}) == ["multi_static_select with 101 options > 100"]

@@ -61,9 +61,15 @@ def running_app(tmp_path: Path, dovecot: DovecotServer, **settings: str) -> Iter
         **settings,
     }
     services = build_services(Settings(**values))  # type: ignore[arg-type]
-    deps = SlackDeps(services=services, client=make_web_client(services.settings), public_base_url=base_url,
-                     ssl_context=dovecot.ssl_context)  # fmt: skip
-    server = uvicorn.Server(uvicorn.Config(create_app(services, deps), host="127.0.0.1", port=port, log_level="warning"))
+    deps = SlackDeps(
+        services=services,
+        client=make_web_client(services.settings),
+        public_base_url=base_url,
+        ssl_context=dovecot.ssl_context,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(services, deps), host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -51,9 +51,15 @@ def start_smtp(cert: Path, key: Path) -> SmtpServer:
         return AuthResult(success=False, handled=False)
 
     controller = Controller(
-        _Handler(server), hostname="127.0.0.1", port=port, tls_context=tls, require_starttls=True,
-        authenticator=authenticate, auth_require_tls=True, ready_timeout=10,
-    )  # fmt: skip
+        _Handler(server),
+        hostname="127.0.0.1",
+        port=port,
+        tls_context=tls,
+        require_starttls=True,
+        authenticator=authenticate,
+        auth_require_tls=True,
+        ready_timeout=10,
+    )
     controller.start()
     server.controller = controller
     return server

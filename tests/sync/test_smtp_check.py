@@ -20,18 +20,24 @@ def smtp(dovecot):
 
 
 def test_good_login(smtp, dovecot):
-    check_smtp(SmtpLogin("127.0.0.1", smtp.port, "starttls", "alice", "app-pw"), timeout=5, ssl_context=dovecot.ssl_context)
+    check_smtp(
+        SmtpLogin("127.0.0.1", smtp.port, "starttls", "alice", "app-pw"), timeout=5, ssl_context=dovecot.ssl_context
+    )
 
 
 def test_wrong_password_is_explained(smtp, dovecot):
     with pytest.raises(AuthFailed) as info:
-        check_smtp(SmtpLogin("127.0.0.1", smtp.port, "starttls", "alice", "nope"), timeout=5, ssl_context=dovecot.ssl_context)
+        check_smtp(
+            SmtpLogin("127.0.0.1", smtp.port, "starttls", "alice", "nope"), timeout=5, ssl_context=dovecot.ssl_context
+        )
     assert "app password" in str(info.value) and "nope" not in str(info.value)
 
 
 def test_tls_on_a_starttls_port_is_explained(smtp, dovecot):
     with pytest.raises(TlsFailed) as info:
-        check_smtp(SmtpLogin("127.0.0.1", smtp.port, "tls", "alice", "app-pw"), timeout=5, ssl_context=dovecot.ssl_context)
+        check_smtp(
+            SmtpLogin("127.0.0.1", smtp.port, "tls", "alice", "app-pw"), timeout=5, ssl_context=dovecot.ssl_context
+        )
     assert "465" in str(info.value)
 
 
