@@ -13,7 +13,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import SQLModel
 
+import models.tables  # noqa: F401  (registers the tables for TRUNCATE)
 from flows.accounts import AccountDraft, add_account
 from models.db import make_engine, upgrade
 from models.secrets import SecretBox
@@ -58,6 +60,10 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         upgrade(engine)
     else:
         engine = make_engine(request.getfixturevalue("pg_database"))
+        # Each test starts from empty tables, as with its own SQLite file.
+        tables = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
     yield engine
     engine.dispose()
 
