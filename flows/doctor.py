@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -12,7 +12,7 @@ from models import accounts as account_queries
 from models.db import alembic_config, ping, session_scope
 from models.secrets import SecretBox, SecretKeyError
 from sync.errors import SyncError
-from sync.imap_session import ImapLogin, Security, imap_session
+from sync.imap_session import account_login, imap_session
 
 
 def run_checks(db: Engine, secrets: SecretBox, *, timeout: float) -> list[dict[str, Any]]:
@@ -42,8 +42,7 @@ def run_checks(db: Engine, secrets: SecretBox, *, timeout: float) -> list[dict[s
         except SecretKeyError as exc:
             checks.append({"name": name, "ok": False, "detail": str(exc)})
             continue
-        security = cast(Security, account.imap_security)  # tls | starttls, checked when the account was added
-        login = ImapLogin(account.imap_host, account.imap_port, security, account.username, password)
+        login = account_login(account, password)
         try:
             with imap_session(login, timeout=timeout) as client:
                 client.noop()

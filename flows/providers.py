@@ -118,9 +118,9 @@ def _srv(name: str, lifetime: float) -> tuple[str, int] | None:
         answers = dns.resolver.resolve(name, "SRV", lifetime=lifetime)
     except (dns.exception.DNSException, OSError):
         return None
-    records = sorted(answers, key=lambda r: (r.priority, -r.weight))  # type: ignore[attr-defined]
+    records = sorted(answers, key=lambda r: (r.priority, -r.weight))
     for record in records:
-        target = str(record.target).rstrip(".")  # type: ignore[attr-defined]
+        target = str(record.target).rstrip(".")
         if target:  # "." means the service is explicitly not offered
-            return target, int(record.port)  # type: ignore[attr-defined]
+            return target, int(record.port)
     return None

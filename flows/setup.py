@@ -21,7 +21,14 @@ from models.db import session_scope
 from models.secrets import SecretBox
 from models.tables import EmailAccount, Folder, SetupSession
 from sync.folders import discover_folders, selected_by_default
-from sync.imap_session import ImapLogin, SslContextFactory, default_ssl_context, imap_session
+from sync.imap_session import (
+    ImapLogin,
+    SslContextFactory,
+    account_login,
+    default_ssl_context,
+    imap_session,
+    security_of,
+)
 from sync.preview import WindowPreview, preview_window
 from sync.smtp_check import SmtpLogin, check_smtp
 
@@ -175,13 +182,13 @@ def connect(
     ):
         raise FieldError("imap_security", "Security must be TLS or STARTTLS.")
     username = form.username.strip() or email
-    login = ImapLogin(form.imap_host.strip(), form.imap_port, form.imap_security, username, form.password)  # type: ignore[arg-type]
+    login = ImapLogin(form.imap_host.strip(), form.imap_port, security_of(form.imap_security), username, form.password)
     with imap_session(login, timeout=timeout, ssl_context=ssl_context) as client:
         remote = discover_folders(client)
     if form.smtp_host.strip():
         smtp_port = form.smtp_port or (465 if form.smtp_security == "tls" else 587)
         check_smtp(
-            SmtpLogin(form.smtp_host.strip(), smtp_port, form.smtp_security, username, form.password),  # type: ignore[arg-type]
+            SmtpLogin(form.smtp_host.strip(), smtp_port, security_of(form.smtp_security), username, form.password),
             timeout=timeout,
             ssl_context=ssl_context,
         )
@@ -310,12 +317,13 @@ def _validate(draft: SetupDraft, changed: dict[str, Any], session: Any, row: Set
 
 
 def _cache_folders(session: Any, account: EmailAccount, remote: list[Any]) -> None:
-    known = {f.name for f in account_queries.folders_of(session, account.id)}  # type: ignore[arg-type]
+    assert account.id is not None
+    known = {f.name for f in account_queries.folders_of(session, account.id)}
     for rf in remote:
         if rf.name not in known:
             session.add(
                 Folder(account_id=account.id, name=rf.name, role=rf.role, selected=selected_by_default(rf.role))
-            )  # type: ignore[arg-type]
+            )
 
 
 def _owned(session: Any, session_id: int, team_id: str, user_id: str) -> SetupSession:
@@ -377,13 +385,7 @@ def preview(
         contacts = (
             contact_queries.team_contact_emails(session, team_id=team_id) if draft.contact_scope == "contacts" else None
         )
-        login = ImapLogin(
-            account.imap_host,
-            account.imap_port,
-            account.imap_security,
-            account.username,  # type: ignore[arg-type]
-            secret_box.decrypt(account.secret_encrypted),
-        )
+        login = account_login(account, secret_box.decrypt(account.secret_encrypted))
     since = start_date_for(draft.start, dt.date.today())
     assert since is not None
     return preview_window(login, names, since, contacts, timeout=timeout, ssl_context=ssl_context)

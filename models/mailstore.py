@@ -8,7 +8,7 @@ from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, not_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from models.tables import Contact, Folder, Message, MessageAddress, MessageLocation
 
@@ -31,9 +31,9 @@ def find_existing(session: Session, *, account_id: int, keys: Iterable[DedupKey]
         wanted = {k[1] for k in by_kind[kind]}
         for chunk in _chunks(sorted(wanted)):
             rows = session.execute(
-                select(Message.id, column, Message.size).where(
-                    Message.account_id == account_id,
-                    column.in_(chunk),  # type: ignore[arg-type,union-attr,attr-defined]
+                select(col(Message.id), col(column), col(Message.size)).where(
+                    col(Message.account_id) == account_id,
+                    col(column).in_(chunk),
                 )
             ).all()
             for pk, value, size in rows:
@@ -47,7 +47,7 @@ def insert_messages(session: Session, rows: Sequence[dict[str, Any]]) -> list[in
     if not rows:
         return []
     result = session.execute(
-        insert(Message).returning(Message.id, sort_by_parameter_order=True),  # type: ignore[arg-type]
+        insert(Message).returning(col(Message.id), sort_by_parameter_order=True),
         list(rows),
     )
     return [int(r[0]) for r in result.all()]
@@ -72,61 +72,61 @@ def insert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> None:
     session.execute(stmt, list(rows))
 
 
-def update_folder(session: Session, folder_id: int, **values: Any) -> None:
+def update_folder(session: Session, folder: Folder, **values: Any) -> None:
     """Set cursor and state columns of one folder."""
-    session.execute(update(Folder).where(Folder.id == folder_id).values(**values))  # type: ignore[arg-type]
+    session.execute(update(Folder).where(col(Folder.id) == folder.id).values(**values))
 
 
-def known_uids(session: Session, *, folder_id: int, uidvalidity: int, lo: int, hi: int) -> list[int]:
+def known_uids(session: Session, folder: Folder, *, lo: int, hi: int) -> list[int]:
     """UIDs we hold locations for in [lo, hi] of this folder and UIDVALIDITY."""
     rows = session.execute(
-        select(MessageLocation.uid).where(
-            MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
-            MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
-            MessageLocation.uid.between(lo, hi),  # type: ignore[attr-defined]
+        select(col(MessageLocation.uid)).where(
+            col(MessageLocation.folder_id) == folder.id,
+            col(MessageLocation.uidvalidity) == folder.uidvalidity,
+            col(MessageLocation.uid).between(lo, hi),
         )
     ).all()
     return sorted(int(r[0]) for r in rows)
 
 
-def max_known_uid(session: Session, *, folder_id: int, uidvalidity: int) -> int:
+def max_known_uid(session: Session, folder: Folder) -> int:
     """The highest UID we hold a location for in this folder (0 if none)."""
     value = session.execute(
-        select(func.max(MessageLocation.uid)).where(
-            MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
-            MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
+        select(func.max(col(MessageLocation.uid))).where(
+            col(MessageLocation.folder_id) == folder.id,
+            col(MessageLocation.uidvalidity) == folder.uidvalidity,
         )
     ).scalar()
     return int(value or 0)
 
 
-def location_flags(session: Session, *, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> dict[int, str]:
+def location_flags(session: Session, folder: Folder, uids: Sequence[int]) -> dict[int, str]:
     """Stored flags by UID."""
     out: dict[int, str] = {}
     for chunk in _chunks(list(uids)):
         rows = session.execute(
-            select(MessageLocation.uid, MessageLocation.flags).where(
-                MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
-                MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
-                MessageLocation.uid.in_(chunk),  # type: ignore[attr-defined]
+            select(col(MessageLocation.uid), col(MessageLocation.flags)).where(
+                col(MessageLocation.folder_id) == folder.id,
+                col(MessageLocation.uidvalidity) == folder.uidvalidity,
+                col(MessageLocation.uid).in_(chunk),
             )
         ).all()
         out.update({int(u): f for u, f in rows})
     return out
 
 
-def set_flags(session: Session, *, folder_id: int, uidvalidity: int, flags_by_uid: dict[int, str]) -> int:
+def set_flags(session: Session, folder: Folder, flags_by_uid: dict[int, str]) -> int:
     """Store new flags for known UIDs; return how many changed."""
-    current = location_flags(session, folder_id=folder_id, uidvalidity=uidvalidity, uids=list(flags_by_uid))
+    current = location_flags(session, folder, list(flags_by_uid))
     changed = 0
     for uid, flags in flags_by_uid.items():
         if uid in current and current[uid] != flags:
             session.execute(
                 update(MessageLocation)
                 .where(
-                    MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
-                    MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
-                    MessageLocation.uid == uid,  # type: ignore[arg-type]
+                    col(MessageLocation.folder_id) == folder.id,
+                    col(MessageLocation.uidvalidity) == folder.uidvalidity,
+                    col(MessageLocation.uid) == uid,
                 )
                 .values(flags=flags)
             )
@@ -134,42 +134,42 @@ def set_flags(session: Session, *, folder_id: int, uidvalidity: int, flags_by_ui
     return changed
 
 
-def remove_locations(session: Session, *, folder_id: int, uidvalidity: int, uids: Sequence[int]) -> None:
+def remove_locations(session: Session, folder: Folder, uids: Sequence[int]) -> None:
     """Forget locations that the server no longer has."""
     for chunk in _chunks(list(uids)):
         session.execute(
             delete(MessageLocation).where(
-                MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
-                MessageLocation.uidvalidity == uidvalidity,  # type: ignore[arg-type]
-                MessageLocation.uid.in_(chunk),  # type: ignore[attr-defined]
+                col(MessageLocation.folder_id) == folder.id,
+                col(MessageLocation.uidvalidity) == folder.uidvalidity,
+                col(MessageLocation.uid).in_(chunk),
             )
         )
 
 
-def drop_stale_locations(session: Session, *, folder_id: int, uidvalidity: int) -> None:
+def drop_stale_locations(session: Session, folder: Folder) -> None:
     """Forget locations recorded under an older UIDVALIDITY of this folder."""
     session.execute(
         delete(MessageLocation).where(
-            MessageLocation.folder_id == folder_id,  # type: ignore[arg-type]
-            MessageLocation.uidvalidity != uidvalidity,  # type: ignore[arg-type]
+            col(MessageLocation.folder_id) == folder.id,
+            col(MessageLocation.uidvalidity) != folder.uidvalidity,
         )
     )
 
 
-def delete_folder(session: Session, folder_id: int) -> None:
+def delete_folder(session: Session, folder: Folder) -> None:
     """Remove a folder and (by cascade) its locations."""
-    session.execute(delete(MessageLocation).where(MessageLocation.folder_id == folder_id))  # type: ignore[arg-type]
-    session.execute(delete(Folder).where(Folder.id == folder_id))  # type: ignore[arg-type]
+    session.execute(delete(MessageLocation).where(col(MessageLocation.folder_id) == folder.id))
+    session.execute(delete(Folder).where(col(Folder.id) == folder.id))
 
 
 def delete_orphan_messages(session: Session, *, account_id: int) -> int:
     """Delete messages of the account that no folder holds any more; return how many."""
-    has_location = select(MessageLocation.id).where(MessageLocation.message_id == Message.id).exists()  # type: ignore[arg-type]
-    orphans = select(Message.id).where(Message.account_id == account_id, not_(has_location))  # type: ignore[arg-type]
+    has_location = select(col(MessageLocation.id)).where(col(MessageLocation.message_id) == col(Message.id)).exists()
+    orphans = select(col(Message.id)).where(col(Message.account_id) == account_id, not_(has_location))
     ids = [int(r[0]) for r in session.execute(orphans).all()]
     for chunk in _chunks(ids):
-        session.execute(delete(MessageAddress).where(MessageAddress.message_id.in_(chunk)))  # type: ignore[attr-defined]
-        session.execute(delete(Message).where(Message.id.in_(chunk)))  # type: ignore[union-attr]
+        session.execute(delete(MessageAddress).where(col(MessageAddress.message_id).in_(chunk)))
+        session.execute(delete(Message).where(col(Message.id).in_(chunk)))
     return len(ids)
 
 
@@ -180,7 +180,7 @@ def contacts_matched_since(session: Session, *, account_id: int, team_id: str, s
         .select_from(MessageAddress)
         .join(Message, Message.id == MessageAddress.message_id)  # type: ignore[arg-type]
         .join(Contact, and_(Contact.email == MessageAddress.email, Contact.team_id == team_id))  # type: ignore[arg-type]
-        .where(Message.account_id == account_id, Message.created_at >= since)  # type: ignore[arg-type,operator]
+        .where(col(Message.account_id) == account_id, col(Message.created_at) >= since)
     )
     return int(session.execute(query).scalar() or 0)
 

@@ -26,4 +26,4 @@ def first_time(session: Session, event_id: str) -> bool:
 
 def forget_older_than(session: Session, age: dt.timedelta) -> None:
     """Drop old ids (Slack retries within minutes)."""
-    session.exec(delete(ProcessedSlackEvent).where(col(ProcessedSlackEvent.seen_at) < utcnow() - age))  # type: ignore[call-overload]
+    session.exec(delete(ProcessedSlackEvent).where(col(ProcessedSlackEvent.seen_at) < utcnow() - age))

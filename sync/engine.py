@@ -29,7 +29,7 @@ from models.tables import EmailAccount, Folder, SyncRun
 from sync.backoff import backoff_seconds
 from sync.errors import AuthFailed, FolderGone, LeaseLost, ProtocolError, SyncError, Throttled
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
-from sync.imap_session import ImapLogin, SslContextFactory, default_ssl_context, fetch_uid_range, imap_session
+from sync.imap_session import SslContextFactory, account_login, default_ssl_context, fetch_uid_range, imap_session
 from sync.notifier import Notifier, RunReport
 from sync.parse import Body, Headers, parse_body, parse_headers
 
@@ -163,13 +163,7 @@ class _AccountSync:
             session.add(account)
         if self.run_row.slices == 1:
             self.deps.notifier.sync_started(self._report())
-        login = ImapLogin(
-            account.imap_host,
-            account.imap_port,
-            account.imap_security,
-            account.username,
-            password,  # type: ignore[arg-type]
-        )
+        login = account_login(account, password)
         try:
             with imap_session(login, timeout=self.cfg.timeout, ssl_context=self.cfg.ssl_context) as client:
                 client.normalise_times = False
@@ -216,7 +210,7 @@ class _AccountSync:
                     log.info("account %s: folder %r vanished during sync", self.account_id, folder.name)
         with self._writing() as session:
             for folder in vanished:
-                mailstore.delete_folder(session, folder.id)  # type: ignore[arg-type]
+                mailstore.delete_folder(session, folder)
             if all(f.backfill_done for f in folders if f.selected):
                 # A message leaves only when no folder holds it; waiting for every backfill first lets a
                 # message moved into a folder not yet backfilled be found there instead of re-fetched.
@@ -310,7 +304,7 @@ class _AccountSync:
                 values["highestmodseq"] = modseq
             if did_flag_pass:
                 values["last_flag_pass_at"] = utcnow()
-            mailstore.update_folder(session, folder.id, **values)  # type: ignore[arg-type]
+            mailstore.update_folder(session, folder, **values)
         folder.last_uidnext, folder.last_messages = uidnext, messages
         if self.condstore:
             folder.highestmodseq = modseq
@@ -333,7 +327,7 @@ class _AccountSync:
             "highestmodseq": None,
         }
         with self._writing() as session:
-            mailstore.update_folder(session, folder.id, **values)  # type: ignore[arg-type]
+            mailstore.update_folder(session, folder, **values)
         for name, value in values.items():
             setattr(folder, name, value)
 
@@ -354,30 +348,19 @@ class _AccountSync:
         changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items() if uid <= folder.fwd_uid}
         if changes:
             with self._writing() as session:
-                mailstore.set_flags(
-                    session,
-                    folder_id=folder.id,
-                    uidvalidity=folder.uidvalidity,
-                    flags_by_uid=changes,  # type: ignore[arg-type]
-                )
+                mailstore.set_flags(session, folder, changes)
 
     def _flag_pass(self, client: IMAPClient, folder: Folder) -> None:
         """Without CONDSTORE a flag-only change leaves STATUS unchanged: re-read flags of recent mail."""
         with session_scope(self.deps.db) as session:
-            top = mailstore.max_known_uid(session, folder_id=folder.id, uidvalidity=folder.uidvalidity)  # type: ignore[arg-type]
-            known = mailstore.known_uids(
-                session,
-                folder_id=folder.id,
-                uidvalidity=folder.uidvalidity,
-                lo=1,
-                hi=top,  # type: ignore[arg-type]
-            )[-self.cfg.flag_window :]
+            top = mailstore.max_known_uid(session, folder)
+            known = mailstore.known_uids(session, folder, lo=1, hi=top)[-self.cfg.flag_window :]
         if not known:
             return
         resp = fetch_uid_range(client, known[0], known[-1], ["FLAGS"])
         changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items()}
         with self._writing() as session:
-            mailstore.set_flags(session, folder_id=folder.id, uidvalidity=folder.uidvalidity, flags_by_uid=changes)  # type: ignore[arg-type]
+            mailstore.set_flags(session, folder, changes)
 
     def _sync_deletions(self, client: IMAPClient, folder: Folder, uidnext: int, messages: int) -> None:
         if folder.last_uidnext is not None and folder.last_messages is not None:
@@ -386,29 +369,18 @@ class _AccountSync:
             if expunged <= 0:
                 return
         with session_scope(self.deps.db) as session:
-            top = mailstore.max_known_uid(session, folder_id=folder.id, uidvalidity=folder.uidvalidity)  # type: ignore[arg-type]
+            top = mailstore.max_known_uid(session, folder)
         lo = 1
         while lo <= top:
             hi = min(top, lo + self.cfg.search_window - 1)
             with session_scope(self.deps.db) as session:
-                known = mailstore.known_uids(
-                    session,
-                    folder_id=folder.id,
-                    uidvalidity=folder.uidvalidity,
-                    lo=lo,
-                    hi=hi,  # type: ignore[arg-type]
-                )
+                known = mailstore.known_uids(session, folder, lo=lo, hi=hi)
             if known:
                 present = set(client.search(["UID", f"{lo}:{hi}"]))
                 gone = [u for u in known if u not in present]
                 if gone:
                     with self._writing() as session:
-                        mailstore.remove_locations(
-                            session,
-                            folder_id=folder.id,
-                            uidvalidity=folder.uidvalidity,
-                            uids=gone,  # type: ignore[arg-type]
-                        )
+                        mailstore.remove_locations(session, folder, gone)
             lo = hi + 1
 
     def _backfill(self, client: IMAPClient, folder: Folder) -> None:
@@ -431,8 +403,8 @@ class _AccountSync:
             folder.backfill_hi = min(batch)
         with self._writing() as session:
             if folder.rematch:
-                mailstore.drop_stale_locations(session, folder_id=folder.id, uidvalidity=folder.uidvalidity)  # type: ignore[arg-type]
-            mailstore.update_folder(session, folder.id, backfill_done=True, backfill_hi=0, rematch=False)  # type: ignore[arg-type]
+                mailstore.drop_stale_locations(session, folder)
+            mailstore.update_folder(session, folder, backfill_done=True, backfill_hi=0, rematch=False)
         folder.backfill_done, folder.backfill_hi, folder.rematch = True, 0, False
 
     # ---- one batch -------------------------------------------------------------------------------
@@ -486,7 +458,7 @@ class _AccountSync:
                 locations += [self._location(pk, folder, u, f) for u, f in cand.extra_uids]
             mailstore.insert_addresses(session, addresses)
             mailstore.insert_locations(session, locations)
-            mailstore.update_folder(session, folder.id, **cursor)  # type: ignore[arg-type]
+            mailstore.update_folder(session, folder, **cursor)
             self.run_row.processed += len(uids)
             self.run_row.stored += len(pks)
             self.run_row.skipped += skipped

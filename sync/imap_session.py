@@ -15,6 +15,7 @@ from imapclient.exceptions import IMAPClientError, LoginError
 from imapclient.imapclient import SocketTimeout, seq_to_parenstr_upper
 from imapclient.response_parser import parse_fetch_response
 
+from models.tables import EmailAccount
 from sync.errors import (
     AuthFailed,
     ProtocolError,
@@ -45,6 +46,18 @@ class ImapLogin:
     security: Security
     username: str
     password: str = field(repr=False)
+
+
+def security_of(value: str | None) -> Security:
+    """A stored security setting as the Literal type (tls unless it says starttls)."""
+    return "starttls" if value == "starttls" else "tls"
+
+
+def account_login(account: EmailAccount, password: str) -> ImapLogin:
+    """The IMAP login of a stored account, with its decrypted password."""
+    return ImapLogin(
+        account.imap_host, account.imap_port, security_of(account.imap_security), account.username, password
+    )
 
 
 def default_ssl_context() -> ssl.SSLContext:

@@ -73,7 +73,7 @@ def test_each_imap_failure_is_explained(slack, mailbox, overrides, title, words)
         overrides = {"imap_port": str(closed_port())}
     if overrides.get("imap_port") == "plain":  # TLS spoken to the STARTTLS port
         overrides = {**overrides, "imap_port": str(mailbox.server.imap_port)}
-    session_id, link = new_link(slack)
+    _, link = new_link(slack)
     response = submit(link, **mailbox_fields(mailbox, **overrides))
     assert response.status_code == 400
     assert title in response.text and words in response.text

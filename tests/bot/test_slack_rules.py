@@ -171,7 +171,7 @@ def test_manifest_matches_the_registered_listeners(slack):
 
 
 def test_status_lists_accounts_without_secrets(slack, mailbox):
-    state, token = setup_flow.start_setup(slack.services.db, team_id="T0001", user_id="U0001")
+    _, token = setup_flow.start_setup(slack.services.db, team_id="T0001", user_id="U0001")
     form = setup_flow.ConnectForm(
         email=f"{mailbox.user}@example.net",
         password=mailbox.password,
