@@ -57,6 +57,9 @@ class EmailAccount(SQLModel, table=True):
     last_error_message: str | None = Field(default=None, sa_column=Column(Text))
     last_error_at: dt.datetime | None = None
     last_synced_at: dt.datetime | None = None
+    paused_reason: str | None = Field(default=None, max_length=32)  # user | uninstalled | user_deactivated
+    error_notified_code: str | None = Field(default=None, max_length=32)  # the error last told to the owner
+    error_notified_at: dt.datetime | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
@@ -194,6 +197,7 @@ class SyncRun(SQLModel, table=True):
     error_message: str | None = Field(default=None, sa_column=Column(Text))
     slack_channel: str | None = Field(default=None, max_length=32)
     slack_ts: str | None = Field(default=None, max_length=32)
+    slack_updated_at: dt.datetime | None = None  # last progress edit: at most one per 5 s per run
 
 
 class SchedulerHeartbeat(SQLModel, table=True):
