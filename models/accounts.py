@@ -9,7 +9,16 @@ from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, col, select
 
 from models.clock import utcnow
-from models.tables import BlockedAddress, EmailAccount, Folder, Message, SchedulerHeartbeat, SyncRun
+from models.tables import (
+    BlockedAddress,
+    EmailAccount,
+    Folder,
+    Message,
+    SchedulerHeartbeat,
+    SetupSession,
+    SyncRun,
+    UserSettings,
+)
 
 SYNCABLE_STATES = ("active", "syncing", "error")
 
@@ -186,3 +195,30 @@ def message_counts(session: Session, account_ids: Sequence[int]) -> dict[int, in
         .group_by(col(Message.account_id))
     ).all()
     return {int(a): int(n) for a, n in rows}
+
+
+def accounts_of(session: Session, *, team_id: str, user_id: str) -> list[EmailAccount]:
+    """One person's accounts, oldest first."""
+    query = select(EmailAccount).where(col(EmailAccount.team_id) == team_id, col(EmailAccount.user_id) == user_id)
+    return list(session.exec(query.order_by(col(EmailAccount.id))).all())
+
+
+def current_run(session: Session, account: EmailAccount) -> SyncRun | None:
+    """The account's running sync, if any."""
+    run = session.get(SyncRun, account.current_run_id) if account.current_run_id else None
+    return run if run is not None and run.status == "running" else None
+
+
+def replace_blocked(session: Session, *, team_id: str, user_id: str, patterns: list[str]) -> None:
+    """Set a person's blocked addresses and domains to exactly these."""
+    session.exec(
+        delete(BlockedAddress).where(col(BlockedAddress.team_id) == team_id, col(BlockedAddress.user_id) == user_id)
+    )
+    for pattern in patterns:
+        session.add(BlockedAddress(team_id=team_id, user_id=user_id, pattern=pattern))
+
+
+def delete_person_settings(session: Session, *, team_id: str, user_id: str) -> None:
+    """Remove a person's general settings, blocked addresses and setup sessions."""
+    for table in (BlockedAddress, UserSettings, SetupSession):
+        session.exec(delete(table).where(col(table.team_id) == team_id, col(table.user_id) == user_id))

@@ -92,6 +92,7 @@ class Folder(SQLModel, table=True):
     backfill_hi: int = 0  # past sync: UIDs below this remain to do (newest first)
     backfill_done: bool = False
     backfill_since: dt.date | None = None
+    backfill_before: dt.date | None = None  # a widened window only needs mail older than the previous start
     backfill_scope: str = Field(default="all", max_length=16)
     rematch: bool = False  # after a UIDVALIDITY change: match by Message-ID + size before fetching
     highestmodseq: int | None = None

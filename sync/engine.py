@@ -185,7 +185,11 @@ class _AccountSync:
     def _current_run(self, session: Session, account: EmailAccount) -> SyncRun:
         run = session.get(SyncRun, account.current_run_id) if account.current_run_id else None
         if run is None or run.status != "running":
-            kind = "past" if account.start_date and not account.last_synced_at else "incremental"
+            pending = any(f.selected and not f.backfill_done for f in account_queries.folders_of(session, account.id))  # type: ignore[arg-type]
+            if account.start_date and not account.last_synced_at:
+                kind = "past"
+            else:
+                kind = "widen" if pending else "incremental"
             run = account_queries.open_run(session, account_id=account.id, kind=kind)  # type: ignore[arg-type]
         run.slices += 1
         session.add(run)
@@ -393,6 +397,8 @@ class _AccountSync:
             criteria: list[Any] = ["UID", f"{lo}:{hi}"]
             if since is not None:
                 criteria += ["SINCE", since]
+            if folder.backfill_before is not None and not folder.rematch:
+                criteria += ["BEFORE", folder.backfill_before]  # a widened window: only what is new to us
             found = sorted((u for u in client.search(criteria) if lo <= u <= hi), reverse=True)
             pending.extend(found)
             hi = lo - 1
@@ -404,8 +410,8 @@ class _AccountSync:
         with self._writing() as session:
             if folder.rematch:
                 mailstore.drop_stale_locations(session, folder)
-            mailstore.update_folder(session, folder, backfill_done=True, backfill_hi=0, rematch=False)
-        folder.backfill_done, folder.backfill_hi, folder.rematch = True, 0, False
+            mailstore.update_folder(session, folder, backfill_done=True, backfill_hi=0, rematch=False, backfill_before=None)
+        folder.backfill_done, folder.backfill_hi, folder.rematch, folder.backfill_before = True, 0, False, None
 
     # ---- one batch -------------------------------------------------------------------------------
 
