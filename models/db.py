@@ -7,8 +7,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, text
 from sqlmodel import Session
 
@@ -53,8 +51,10 @@ def session_scope(engine: Engine) -> Iterator[Session]:
             raise
 
 
-def alembic_config(engine: Engine) -> Config:
+def alembic_config(engine: Engine) -> Any:
     """An Alembic config pointing at our migrations and this engine."""
+    from alembic.config import Config  # imported here: Alembic and Mako cost ~1 s and ~70 MB at start-up
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.attributes["engine"] = engine
@@ -63,6 +63,8 @@ def alembic_config(engine: Engine) -> Config:
 
 def upgrade(engine: Engine) -> None:
     """Apply every migration not yet applied (idempotent)."""
+    from alembic import command
+
     command.upgrade(alembic_config(engine), "head")
 
 

@@ -139,6 +139,7 @@ class _AccountSync:
         self.started = time.monotonic()
         self.last_progress = 0.0
         self.slice_batches = 0
+        self.removed_locations = False
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -161,8 +162,6 @@ class _AccountSync:
             account.state = "syncing"
             account.current_run_id = self.run_row.id
             session.add(account)
-        if self.run_row.slices == 1:
-            self.deps.notifier.sync_started(self._report())
         login = account_login(account, password)
         try:
             with imap_session(login, timeout=self.cfg.timeout, ssl_context=self.cfg.ssl_context) as client:
@@ -206,19 +205,29 @@ class _AccountSync:
         folders, vanished = self._reconcile_folders(remote)
         pending = [f for f in folders if f.selected and not f.backfill_done]
         self._estimate_total(client, pending)
+        if self.run_row.slices == 1:
+            self.deps.notifier.sync_started(self._report())  # after the estimate, so it shows a total
         for folder in folders:
             if folder.selected:
                 try:
                     self._sync_folder(client, folder)
                 except FolderGone:
                     log.info("account %s: folder %r vanished during sync", self.account_id, folder.name)
-        with self._writing() as session:
-            for folder in vanished:
-                mailstore.delete_folder(session, folder)
-            if all(f.backfill_done for f in folders if f.selected):
-                # A message leaves only when no folder holds it; waiting for every backfill first lets a
-                # message moved into a folder not yet backfilled be found there instead of re-fetched.
+        if vanished:
+            with self._writing() as session:
+                for folder in vanished:
+                    mailstore.delete_folder(session, folder)
+            self.removed_locations = True
+        if self.removed_locations:
+            with self._writing() as session:
+                account_queries.mark_sweep_pending(session, account_id=self.account_id)
+            self.account.sweep_pending = True
+        if self.account.sweep_pending and all(f.backfill_done for f in folders if f.selected):
+            # A message leaves only when no folder holds it; waiting for every backfill first lets a
+            # message moved into a folder not yet backfilled be found there instead of re-fetched.
+            with self._writing() as session:
                 mailstore.delete_orphan_messages(session, account_id=self.account_id)
+                account_queries.mark_sweep_pending(session, account_id=self.account_id, pending=False)
 
     def _reconcile_folders(self, remote: list[RemoteFolder]) -> tuple[list[Folder], list[Folder]]:
         with session_scope(self.deps.db) as session:
@@ -385,6 +394,7 @@ class _AccountSync:
                 if gone:
                     with self._writing() as session:
                         mailstore.remove_locations(session, folder, gone)
+                    self.removed_locations = True
             lo = hi + 1
 
     def _backfill(self, client: IMAPClient, folder: Folder) -> None:
@@ -410,7 +420,10 @@ class _AccountSync:
         with self._writing() as session:
             if folder.rematch:
                 mailstore.drop_stale_locations(session, folder)
-            mailstore.update_folder(session, folder, backfill_done=True, backfill_hi=0, rematch=False, backfill_before=None)
+                self.removed_locations = True
+            mailstore.update_folder(
+                session, folder, backfill_done=True, backfill_hi=0, rematch=False, backfill_before=None
+            )
         folder.backfill_done, folder.backfill_hi, folder.rematch, folder.backfill_before = True, 0, False, None
 
     # ---- one batch -------------------------------------------------------------------------------
@@ -635,9 +648,10 @@ class _AccountSync:
                 return
             run.status = "done"
             run.finished_at = now
-            run.contacts_matched = mailstore.contacts_matched_since(
-                session, account_id=self.account_id, team_id=account.team_id, since=run.started_at
-            )
+            if run.stored:  # nothing stored, nobody newly matched: a no-change sync stays O(1) here
+                run.contacts_matched = mailstore.contacts_matched_since(
+                    session, account_id=self.account_id, team_id=account.team_id, since=run.started_at
+                )
             self.run_row.contacts_matched = run.contacts_matched
             session.add(run)
             account.state = "active"
