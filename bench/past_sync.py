@@ -20,6 +20,7 @@ import contextlib
 import datetime as dt
 import email.policy
 import json
+import multiprocessing
 import os
 import random
 import re
@@ -34,7 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,27 +65,34 @@ OWNER_NAME = "Bench Owner"
 # The mailbox generator
 
 
-_FIRST = (
-    "Anna Jörg Zoë Łukasz Ingrid Mateo Chloé Søren Ana Björn Émile Hiroshi Priya Olu Grace Tomás Ülkü Lena "
-    "Noah Mia Elías Saoirse Dmitri Fatima Kai Nora Jonas Amélie Felipe Yuki Omar Ines Pieter Ravi Sofía Lars"
-).split()
-_LAST = (
-    "Müller Schmidt Øvergaard Nowak García Dubois Ångström Tanaka Patel Okafor Smith Jensen Rossi Novák "
-    "Fernández Kowalski Weiß Lindqvist O'Brien Haddad Silva Moreau Becker Yılmaz Costa Nakamura"
-).split()
-_DOMAINS = (
-    "acme-gmbh.example beispiel.example kunde.example contoso.example northwind.example fabrikam.example "
-    "lieferant.example partner-ag.example stadtwerke.example uni-muenster.example agentur.example "
-    "tailspin.example wingtip.example adatum.example litware.example proseware.example"
-).split()
-_WORDS = (
-    "the project meeting invoice offer contract delivery schedule update review draft budget quarter report "
-    "customer order shipment please thanks regards attached below question answer next week monday friday "
-    "Angebot Rechnung Lieferung Besprechung Termin Grüße Änderung Übersicht Prüfung Größe Maßnahme für über "
-    "können müssen würde bitte danke Entwurf Ärger Straße Frühjahr Qualität Bestätigung Kündigung Zahlung "
-    "price discount volume forecast pipeline lead follow-up call notes agenda minutes decision risk issue "
-    "café naïve résumé déjà coöperation smörgåsbord Ångström fjord æble øl"
-).split()
+def _words_of(text: str) -> tuple[str, ...]:
+    return tuple(text.split())
+
+
+_FIRST = _words_of(
+    "Anna Jörg Zoë Łukasz Ingrid Mateo Chloé Søren Ana Björn Émile Hiroshi Priya Olu Grace Tomás Ülkü "
+    "Lena Noah Mia Elías Saoirse Dmitri Fatima Kai Nora Jonas Amélie Felipe Yuki Omar Ines Pieter "
+    "Ravi Sofía Lars"
+)
+_LAST = _words_of(
+    "Müller Schmidt Øvergaard Nowak García Dubois Ångström Tanaka Patel Okafor Smith Jensen Rossi "
+    "Novák Fernández Kowalski Weiß Lindqvist O'Brien Haddad Silva Moreau Becker Yücel Costa Nakamura"
+)
+_DOMAINS = _words_of(
+    "acme-gmbh.example beispiel.example kunde.example contoso.example northwind.example "
+    "fabrikam.example lieferant.example partner-ag.example stadtwerke.example uni-muenster.example "
+    "agentur.example tailspin.example wingtip.example adatum.example litware.example "
+    "proseware.example"
+)
+_WORDS = _words_of(
+    "the project meeting invoice offer contract delivery schedule update review draft budget quarter "
+    "report customer order shipment please thanks regards attached below question answer next week "
+    "monday friday Angebot Rechnung Lieferung Besprechung Termin Grüße Änderung Übersicht Prüfung "
+    "Größe Maßnahme für über können müssen würde bitte danke Entwurf Ärger Straße Frühjahr Qualität "
+    "Bestätigung Kündigung Zahlung price discount volume forecast pipeline lead follow-up call notes "
+    "agenda minutes decision risk issue café naïve résumé déjà coöperation smörgåsbord Ångström fjord "
+    "æble øl"
+)
 
 
 def _make_senders(rng: random.Random, count: int = 300) -> list[tuple[str, str]]:
@@ -201,9 +209,9 @@ def build_message(mailbox: Mailbox, m: PlannedMessage) -> bytes:
     text = "\n\n".join(paras) + f"\n\n-- \n{peer.display_name}\n"
     msg.set_content(text)
     if m.alternative:
-        body = "".join(f"<p style=\"margin:0 0 12px\">{p}</p>\n" for p in paras)
+        body = "".join(f'<p style="margin:0 0 12px">{p}</p>\n' for p in paras)
         msg.add_alternative(
-            f"<!DOCTYPE html><html><head><meta charset=\"utf-8\"></head><body style=\"font-family:Arial\">\n"
+            f'<!DOCTYPE html><html><head><meta charset="utf-8"></head><body style="font-family:Arial">\n'
             f"{body}<p>-- <br>{peer.display_name}</p></body></html>\n",
             subtype="html",
         )
@@ -217,6 +225,14 @@ def build_message(mailbox: Mailbox, m: PlannedMessage) -> bytes:
     return msg.as_bytes(policy=email.policy.SMTP)
 
 
+_BUILD_MAILBOX: Mailbox | None = None  # set in the seeding process before its build workers fork
+
+
+def _build_planned(m: PlannedMessage) -> bytes:
+    assert _BUILD_MAILBOX is not None
+    return build_message(_BUILD_MAILBOX, m)
+
+
 # ------------------------------------------------------------------------------------------------
 # Measuring child processes
 
@@ -228,6 +244,7 @@ class Measured:
     returncode: int
     wall_s: float
     peak_rss_mb: float
+    cpu_s: float
     stdout: str
     stderr: str
     timed_out: bool = False
@@ -243,7 +260,7 @@ class Measured:
 
 # Linux keeps a process's peak RSS across exec, and a child forked (or vforked) from this fat process starts
 # with ours; so every tool is started by this tiny launcher (python -S, ~5 MB), which forks, execs the tool and
-# reports the tool's own peak RSS and wall time from wait4.
+# reports the tool's own peak RSS, wall time and CPU time (user + system) from wait4.
 _LAUNCHER = """
 import os, sys, time
 start = time.perf_counter()
@@ -256,7 +273,7 @@ if pid == 0:
 _, status, usage = os.wait4(pid, 0)
 wall = time.perf_counter() - start
 with open(sys.argv[1], "w") as f:
-    f.write("%d %.6f" % (usage.ru_maxrss, wall))
+    f.write("%d %.6f %.6f" % (usage.ru_maxrss, wall, usage.ru_utime + usage.ru_stime))
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
@@ -284,13 +301,16 @@ def run_measured(argv: Sequence[str], *, timeout: float, env: dict[str, str] | N
             timed_out = True
         wall = time.perf_counter() - start
         fields = usage.read().split()
-        peak_kb, inner_wall = (int(fields[0]), float(fields[1])) if len(fields) == 2 else (0, wall)
+        peak_kb, inner_wall, cpu = (
+            (int(fields[0]), float(fields[1]), float(fields[2])) if len(fields) == 3 else (0, wall, 0.0)
+        )
         out.seek(0)
         err.seek(0)
         return Measured(
             returncode=proc.returncode,
             wall_s=inner_wall,
             peak_rss_mb=peak_kb / 1024,
+            cpu_s=cpu,
             stdout=out.read().decode(errors="replace"),
             stderr=err.read().decode(errors="replace"),
             timed_out=timed_out,
@@ -375,9 +395,7 @@ def _stored(deps: Any, account_id: int) -> dict[str, int]:
     with deps.db.connect() as conn:
         msgs = conn.execute(text("SELECT count(*) FROM message WHERE account_id = :a"), {"a": account_id}).scalar()
         locs = conn.execute(
-            text(
-                "SELECT count(*) FROM message_location l JOIN folder f ON f.id = l.folder_id WHERE f.account_id = :a"
-            ),
+            text("SELECT count(*) FROM message_location l JOIN folder f ON f.id = l.folder_id WHERE f.account_id = :a"),
             {"a": account_id},
         ).scalar()
     return {"messages": int(msgs or 0), "locations": int(locs or 0)}
@@ -535,6 +553,7 @@ class ToolResult:
     bytes: int | None = None
     peak_rss_mb: float | None = None
     note: str = ""
+    cpu_s: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def rate(self, total: int) -> float | None:
@@ -597,32 +616,36 @@ class Bench:
         # Dovecot's rawlog writes every session byte to disk when this directory exists: not in a benchmark.
         shutil.rmtree(self.server.rawlog_dir(user), ignore_errors=True)
         mailbox = plan_mailbox(count, f"{user}@bench.example", now=self.now)
-        total = 0
         started = time.perf_counter()
-        stats = {"alternative": 0, "attachment": 0, "folders": {}}
-        senders: set[int] = set()
+        total = 0
 
-        def raw_messages(msgs: list[PlannedMessage]) -> Iterator[tuple[bytes, dt.datetime]]:
+        def with_sizes(raws: Iterator[bytes], msgs: list[PlannedMessage]) -> Iterator[tuple[bytes, dt.datetime]]:
             nonlocal total
-            for m in msgs:
-                raw = build_message(mailbox, m)
+            for raw, m in zip(raws, msgs, strict=True):
                 total += len(raw)
-                stats["alternative"] += m.alternative
-                stats["attachment"] += m.attachment
-                senders.add(m.sender)
                 yield raw, m.date
 
-        for folder, msgs in mailbox.by_folder().items():
-            stats["folders"][folder] = len(msgs)  # type: ignore[index]
-            self.server.seed_maildir(user, folder, raw_messages(msgs))
-        stats["senders"] = len(senders)
+        global _BUILD_MAILBOX
+        _BUILD_MAILBOX = mailbox  # the forked workers inherit it
+        folders = mailbox.by_folder()
+        with multiprocessing.get_context("fork").Pool(os.cpu_count() or 1) as pool:
+            for folder, msgs in folders.items():
+                raws = pool.imap(_build_planned, msgs, chunksize=32)
+                self.server.seed_maildir(user, folder, with_sizes(raws, msgs))
+        _BUILD_MAILBOX = None
         dates = [m.date for m in mailbox.messages]
-        stats["oldest"] = min(dates).date().isoformat() if dates else None
-        stats["newest"] = max(dates).date().isoformat() if dates else None
+        stats: dict[str, Any] = {
+            "alternative": sum(m.alternative for m in mailbox.messages),
+            "attachment": sum(m.attachment for m in mailbox.messages),
+            "senders": len({m.sender for m in mailbox.messages}),
+            "folders": {name: len(msgs) for name, msgs in folders.items()},
+            "oldest": min(dates).date().isoformat() if dates else None,
+            "newest": max(dates).date().isoformat() if dates else None,
+        }
         say(
             f"seeded {count:,} messages, {total / 1e6:.1f} MB into {user} in {time.perf_counter() - started:.1f}s "
             f"({stats['alternative']} multipart/alternative, {stats['attachment']} with attachment, "
-            f"{len(senders)} senders, {stats['oldest']}..{stats['newest']})"
+            f"{stats['senders']} senders, {stats['oldest']}..{stats['newest']})"
         )
         self.mailbox_info[str(count)] = {"bytes": total, **stats}
         return user, total
@@ -650,13 +673,21 @@ class Bench:
             upgrade(engine)
             login = ImapLogin(self.server.host, self.server.imaps_port, "tls", user, PASSWORD)
             start = (self.now.date() - dt.timedelta(days=730)).isoformat()
-            draft = AccountDraft(team_id="TBENCH", user_id="UBENCH", email=f"{user}@bench.example", imap=login, start=start)
+            draft = AccountDraft(
+                team_id="TBENCH", user_id="UBENCH", email=f"{user}@bench.example", imap=login, start=start
+            )
             account_id = add_account(
                 engine, SecretBox([self.key]), draft, timeout=30, ssl_context=self.server.ssl_context
             )
         finally:
             engine.dispose()
-        return {"db": url, "db_path": str(db_path), "account_id": account_id, "key": self.key, "cafile": str(self.server.cafile)}
+        return {
+            "db": url,
+            "db_path": str(db_path),
+            "account_id": account_id,
+            "key": self.key,
+            "cafile": str(self.server.cafile),
+        }
 
     # ---- the tools -------------------------------------------------------------------------------
 
@@ -667,8 +698,15 @@ class Bench:
             return ToolResult(label, False, note=_why(m))
         r = m.result()
         return ToolResult(
-            label, True, m.wall_s, r["seconds"], r["messages"], r["bytes"], m.peak_rss_mb,
+            label,
+            True,
+            m.wall_s,
+            r["seconds"],
+            r["messages"],
+            r["bytes"],
+            m.peak_rss_mb,
             note=f"{r['folders']} folders, UID FETCH BODY.PEEK[] x{RAW_BATCH}",
+            cpu_s=m.cpu_s,
         )
 
     def run_emailsync_past(self, account: dict[str, Any], *, profile: str | None = None) -> ToolResult:
@@ -680,9 +718,16 @@ class Bench:
         ok = r["outcome"] == "done"
         size = os.path.getsize(account["db_path"])
         return ToolResult(
-            "emailsync past sync", ok, m.wall_s, r["seconds"], r["messages"], None, m.peak_rss_mb,
+            "emailsync past sync",
+            ok,
+            m.wall_s,
+            r["seconds"],
+            r["messages"],
+            None,
+            m.peak_rss_mb,
             note=f"outcome {r['outcome']}, {r['slices']} slice(s), {r['locations']} locations, "
             f"SQLite {size / 1e6:.0f} MB",
+            cpu_s=m.cpu_s,
             extra=r,
         )
 
@@ -696,9 +741,17 @@ class Bench:
         ok = all(o == "done" for o in r["outcomes"]) and r["unchanged"]
         r["median"] = statistics.median(times)
         return ToolResult(
-            "emailsync no-change sync", ok, m.wall_s, times[0], r["messages"], None, m.peak_rss_mb,
-            note="first " + f"{times[0]:.3f}s, median of {len(times)} {statistics.median(times):.3f}s"
+            "emailsync no-change sync",
+            ok,
+            m.wall_s,
+            times[0],
+            r["messages"],
+            None,
+            m.peak_rss_mb,
+            note="first "
+            + f"{times[0]:.3f}s, median of {len(times)} {statistics.median(times):.3f}s"
             + ("" if r["unchanged"] else ", DATABASE CHANGED"),
+            cpu_s=m.cpu_s,
             extra=r,
         )
 
@@ -716,8 +769,12 @@ class Bench:
         count, size = count_maildir(root / "mail")
         version = ".".join(map(str, mbsync_version() or ()))
         if m.returncode != 0 or count != expected:
-            return ToolResult(name, False, m.wall_s, None, count, size, m.peak_rss_mb, note=f"{_why(m)}; got {count}/{expected}")
-        return ToolResult(name, True, m.wall_s, None, count, size, m.peak_rss_mb, note=f"isync {version}, FSync no")
+            return ToolResult(
+                name, False, m.wall_s, None, count, size, m.peak_rss_mb, note=f"{_why(m)}; got {count}/{expected}"
+            )
+        return ToolResult(
+            name, True, m.wall_s, None, count, size, m.peak_rss_mb, note=f"isync {version}, FSync no", cpu_s=m.cpu_s
+        )
 
     def run_offlineimap(self, user: str, expected: int) -> ToolResult:
         name = "offlineimap"
@@ -736,8 +793,20 @@ class Bench:
         count, size = count_maildir(root / "mail")
         version = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30).stdout.strip()
         if m.returncode != 0 or count != expected:
-            return ToolResult(name, False, m.wall_s, None, count, size, m.peak_rss_mb, note=f"{_why(m)}; got {count}/{expected}")
-        return ToolResult(name, True, m.wall_s, None, count, size, m.peak_rss_mb, note=f"offlineimap3 {version}, maxconnections 1, fsync false")
+            return ToolResult(
+                name, False, m.wall_s, None, count, size, m.peak_rss_mb, note=f"{_why(m)}; got {count}/{expected}"
+            )
+        return ToolResult(
+            name,
+            True,
+            m.wall_s,
+            None,
+            count,
+            size,
+            m.peak_rss_mb,
+            note=f"offlineimap3 {version}, maxconnections 1, fsync false",
+            cpu_s=m.cpu_s,
+        )
 
     # ---- scenarios -------------------------------------------------------------------------------
 
@@ -754,14 +823,21 @@ class Bench:
             ("emailsync no-change sync", lambda: self.run_emailsync_nochange(account)),
         ]
         if not self.args.skip_peers:
-            steps += [("mbsync", lambda: self.run_mbsync(user, count)), ("offlineimap", lambda: self.run_offlineimap(user, count))]
+            steps += [
+                ("mbsync", lambda: self.run_mbsync(user, count)),
+                ("offlineimap", lambda: self.run_offlineimap(user, count)),
+            ]
         for label, step in steps:
             say(f"running {label} ... (load average {os.getloadavg()[0]:.2f})")
             try:
                 result = step()
             except Exception as exc:  # a peer (or a tool) failing never stops the others
                 result = ToolResult(label, False, note=f"{exc.__class__.__name__}: {exc}")
-            say(f"  {label}: " + (f"{result.wall_s:.2f}s, peak RSS {result.peak_rss_mb:.0f} MB" if result.ok else "FAILED ") + f" {result.note}")
+            say(
+                f"  {label}: "
+                + (f"{result.wall_s:.2f}s, peak RSS {result.peak_rss_mb:.0f} MB" if result.ok else "FAILED ")
+                + f" {result.note}"
+            )
             self.tools.append(result)
         self.record_size(count, total, self.tools[1], self.tools[2])
         if self.args.profile:
@@ -860,17 +936,25 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
                 _fmt(t.inner_s, 3 if not past else 2) if t.ok else "-",
                 _fmt(t.rate(count), 0) if past else "-",
                 _fmt(t.rate(total) and t.rate(total) / 1e6, 1) if past else "-",  # type: ignore[operator]
+                _fmt(t.cpu_s) if t.ok else "-",
                 _fmt(t.peak_rss_mb, 0),
                 t.note,
             ]
         )
-    head = ["tool", "wall s", "in-process s", "msgs/s", "MB/s", "peak RSS MB", "note"]
-    print(f"\nPast sync of {count:,} messages, {total / 1e6:.1f} MB, loopback Dovecot over TLS (one run, {dt.date.today()})\n")
+    head = ["tool", "wall s", "in-process s", "msgs/s", "MB/s", "CPU s", "peak RSS MB", "note"]
+    print(
+        f"\nPast sync of {count:,} messages, {total / 1e6:.1f} MB, loopback Dovecot over TLS"
+        f" (one run, {dt.date.today()}, load average {os.getloadavg()[0]:.2f})\n"
+    )
     print(_table(head, rows))
 
     es = by_tool.get("emailsync past sync")
     ratios: dict[str, float | None] = {}
-    for peer, key in (("raw imapclient fetch", "emailsync/raw"), ("mbsync", "emailsync/mbsync"), ("offlineimap", "emailsync/offlineimap")):
+    for peer, key in (
+        ("raw imapclient fetch", "emailsync/raw"),
+        ("mbsync", "emailsync/mbsync"),
+        ("offlineimap", "emailsync/offlineimap"),
+    ):
         other = by_tool.get(peer)
         ok = es is not None and es.ok and other is not None and other.ok and other.wall_s
         ratios[key] = es.wall_s / other.wall_s if ok else None  # type: ignore[operator,union-attr]
@@ -880,7 +964,8 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
     print("\nRatios of wall time: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in ratios.items()))
     print(
         "(wall s: the whole process, start-up included; in-process s: the sync itself, for the Python children;"
-        " for the no-change row, in-process s is the first sync_account call)"
+        " for the no-change row, in-process s is the first sync_account call; CPU s: user + system of the client"
+        " process, which the machine's other load does not inflate; Dovecot's CPU is not counted)"
     )
 
     print("\nemailsync against mailbox size (no-change sync = one sync_account call right after the past sync)\n")
@@ -900,7 +985,17 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
     ]
     print(
         _table(
-            ["messages", "MB", "past sync s", "past peak RSS MB", "stored", "no-change s (1st)", "no-change s (median)", "no-change RSS MB", "note"],
+            [
+                "messages",
+                "MB",
+                "past sync s",
+                "past peak RSS MB",
+                "stored",
+                "no-change s (1st)",
+                "no-change s (median)",
+                "no-change RSS MB",
+                "note",
+            ],
             size_rows,
         )
     )
@@ -910,7 +1005,12 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
         "mailbox_bytes": total,
         "mailboxes": bench.mailbox_info,
         "tools": [
-            {**{k: v for k, v in asdict(t).items() if k != "extra"}, "messages_per_s": t.rate(count), "mb_per_s": (t.rate(total) or 0) / 1e6 or None, "detail": t.extra}
+            {
+                **{k: v for k, v in asdict(t).items() if k != "extra"},
+                "messages_per_s": t.rate(count),
+                "mb_per_s": (t.rate(total) or 0) / 1e6 or None,
+                "detail": t.extra,
+            }
             for t in bench.tools
         ],
         "ratios": ratios,

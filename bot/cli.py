@@ -19,6 +19,7 @@ from flows import accounts as account_flows
 from flows import contacts as contact_flows
 from flows.export import export_messages
 from flows.secrets import rotate_secrets
+from flows.team import erase_team
 from models import accounts as account_queries
 from models.db import session_scope, upgrade
 from models.secrets import SecretKeyError
@@ -34,11 +35,13 @@ contacts_app = typer.Typer(no_args_is_help=True, help="The team's CRM contacts."
 messages_app = typer.Typer(no_args_is_help=True, help="Synced messages.")
 secrets_app = typer.Typer(no_args_is_help=True, help="Encryption keys of stored secrets.")
 db_app = typer.Typer(no_args_is_help=True, help="The database schema.")
+team_app = typer.Typer(no_args_is_help=True, help="Whole Slack workspaces (teams).")
 app.add_typer(account_app, name="account")
 app.add_typer(contacts_app, name="contacts")
 app.add_typer(messages_app, name="messages")
 app.add_typer(secrets_app, name="secrets")
 app.add_typer(db_app, name="db")
+app.add_typer(team_app, name="team")
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
@@ -272,6 +275,9 @@ def sync_command(
 
 def _run_worker(services: Services, stop: threading.Event) -> None:
     settings = services.settings
+    from bot.slack_app import slack_notifier
+
+    services.notifier = slack_notifier(services) or services.notifier
     deps = services.engine_deps("worker")
     dispatcher = LocalDispatcher(deps, workers=settings.workers, slice_seconds=settings.slice_seconds)
     clock = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds)
@@ -305,6 +311,35 @@ def serve_command() -> None:
     from bot.web import serve
 
     serve(services)
+
+
+# ---- team ------------------------------------------------------------------------------------------
+
+
+@team_app.command("erase")
+def team_erase(
+    team: str = typer.Argument(..., help="Slack team id, e.g. T0123ABCD"),
+    yes: bool = typer.Option(False, "--yes", help="erase without asking"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Delete everything of a team: mailboxes with their mail, contacts, settings, setup sessions, Slack tokens."""
+    if not yes:
+        question = (
+            f"Delete every mailbox, all synced mail, the contacts, settings and Slack installation of team {team}? "
+            "This cannot be undone"
+        )
+        try:
+            confirmed = typer.confirm(question, default=False, err=True)
+        except typer.Abort:  # no answer (standard input closed)
+            confirmed = False
+        if not confirmed:
+            _fail(f"team {team}: nothing deleted (pass --yes to erase without asking)", EXIT_FAILURE)
+    services = _services()
+    counts = erase_team(services.db, team_id=team)
+    if as_json:
+        _print_json({"team": team, "deleted": counts})
+    else:
+        typer.echo(f"team {team} erased: " + ", ".join(f"{n} {name.replace('_', ' ')}" for name, n in counts.items()))
 
 
 # ---- messages, secrets, db, doctor -----------------------------------------------------------------

@@ -5,16 +5,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urljoin
 
-from slack_bolt import App, BoltContext, BoltRequest
+from slack_bolt import App, BoltContext, BoltRequest, BoltResponse
+from slack_bolt.oauth.callback_options import CallbackOptions, SuccessArgs
+from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_bolt.request.internals import build_context
 from slack_sdk import WebClient
 from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
+from slack_sdk.oauth.installation_store import InstallationStore
 
 from bot.services import Services
 from bot.settings import Settings
 from sync.imap_session import SslContextFactory, default_ssl_context
+from sync.notifier import Notifier
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +40,53 @@ class SlackDeps:
 def make_web_client(settings: Settings, token: str | None = None) -> WebClient:
     """A Web API client at SLACK_API_URL that waits out 429s as Slack's Retry-After asks."""
     return WebClient(
-        token=token or settings.slack_bot_token,
+        token=token or settings.slack_bot_token or None,
         base_url=settings.slack_api_url,
         retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=3)],
         timeout=15,
+    )
+
+
+# The bot scopes of manifest.yml (a test keeps the two equal); the OAuth install asks for exactly these.
+BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read")
+
+
+def oauth_enabled(settings: Settings) -> bool:
+    """True when the app is installed per workspace through OAuth (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET)."""
+    return bool(settings.slack_client_id and settings.slack_client_secret)
+
+
+def _oauth_settings(deps: SlackDeps) -> tuple[OAuthSettings, InstallationStore]:
+    """Bolt's OAuth flow over our encrypted installation store and our OAuth state table."""
+    from bot.installation_store import DbInstallationStore, DbOAuthStateStore
+    from flows.team import resume_team
+
+    services = deps.services
+    settings = services.settings
+    store = DbInstallationStore(services.db, services.secrets)
+    api = settings.slack_api_url.rstrip("/") + "/"
+
+    def installed(args: SuccessArgs) -> BoltResponse:
+        # A workspace that uninstalled and comes back: what the uninstall paused syncs again.
+        if args.installation.team_id:
+            resume_team(services.db, team_id=args.installation.team_id)
+        return args.default.success(args)
+
+    return (
+        OAuthSettings(
+            client_id=settings.slack_client_id,
+            client_secret=settings.slack_client_secret,
+            scopes=list(BOT_SCOPES),
+            user_scopes=[],
+            redirect_uri=f"{deps.public_base_url.rstrip('/')}/slack/oauth_redirect",
+            install_path="/slack/install",
+            redirect_uri_path="/slack/oauth_redirect",
+            authorization_url=urljoin(api, "../oauth/v2/authorize"),  # slack.com's, or GovSlack's next to its API
+            installation_store=store,
+            state_store=DbOAuthStateStore(services.db),
+            callback_options=CallbackOptions(success=installed, failure=lambda args: args.default.failure(args)),
+        ),
+        store,
     )
 
 
@@ -48,13 +95,26 @@ def build_bolt_app(deps: SlackDeps) -> App:
     from bot.listeners import register_all
 
     settings = deps.services.settings
-    app = App(
-        token=settings.slack_bot_token,
-        signing_secret=settings.slack_signing_secret,
-        client=deps.client,
-        token_verification_enabled=False,  # no auth.test at start: the app must start while Slack is unreachable
-        process_before_response=False,  # ack first; the listener goes on in Bolt's thread pool
-    )
+    if oauth_enabled(settings):
+        oauth_settings, store = _oauth_settings(deps)
+        app = App(
+            signing_secret=settings.slack_signing_secret,
+            # deps.client (SLACK_API_URL, no token) serves oauth.v2.access of the install and, because the
+            # store is also given here, the token refreshes of Bolt's authorize (else they go to slack.com).
+            client=deps.client,
+            installation_store=store,
+            oauth_settings=oauth_settings,
+            token_verification_enabled=False,
+            process_before_response=False,
+        )
+    else:
+        app = App(
+            token=settings.slack_bot_token,
+            signing_secret=settings.slack_signing_secret,
+            client=deps.client,
+            token_verification_enabled=False,  # no auth.test at start: the app must start while Slack is unreachable
+            process_before_response=False,  # ack first; the listener goes on in Bolt's thread pool
+        )
     register_all(app, deps)
 
     @app.error
@@ -84,3 +144,19 @@ class SlackHttpRequest(BoltRequest):
         return SlackHttpRequest(
             body=self.raw_body, query=self.query, headers=self.headers, context=self.context.to_copyable()
         )
+
+
+def slack_notifier(services: Services) -> Notifier | None:
+    """The Slack notifier for worker processes, when Slack is configured (else None: log only)."""
+    settings = services.settings
+    if not (settings.slack_bot_token or settings.slack_client_id):
+        return None
+    from bot.listeners.home import publish_home
+    from bot.notifier import SlackNotifier
+    from bot.tokens import client_for_team
+
+    return SlackNotifier(
+        services.db,
+        lambda team_id: client_for_team(services, team_id),
+        publish_home=lambda client, team_id, user_id: publish_home(services.db, client, team_id, user_id),
+    )

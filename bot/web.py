@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import uvicorn
-from slack_bolt import App, BoltResponse
+from slack_bolt import App, BoltRequest, BoltResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.services import Services
-from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client
+from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client, oauth_enabled
 from models import accounts as account_queries
 from models.clock import utcnow
 from models.db import ping, session_scope
@@ -64,17 +64,41 @@ def create_app(services: Services, slack: SlackDeps | None = None, bolt: App | N
             )
 
         routes.append(Route("/slack/events", slack_events, methods=["POST"]))
+        oauth = app.oauth_flow
+        if oauth is not None:
+
+            async def slack_install(request: Request) -> Response:
+                bolt_request = BoltRequest(body="", query=request.url.query, headers=dict(request.headers))
+                return _response(await run_in_threadpool(oauth.handle_installation, bolt_request))
+
+            async def slack_oauth_redirect(request: Request) -> Response:
+                bolt_request = BoltRequest(body="", query=request.url.query, headers=dict(request.headers))
+                # The callback calls oauth.v2.access and writes the database: off the event loop too.
+                return _response(await run_in_threadpool(oauth.handle_callback, bolt_request))
+
+            routes.append(Route(oauth.install_path, slack_install, methods=["GET"]))
+            routes.append(Route(oauth.redirect_uri_path, slack_oauth_redirect, methods=["GET"]))
         routes += connect_routes(slack)
     return Starlette(routes=routes)
+
+
+def _response(result: BoltResponse) -> Response:
+    """A Starlette response from Bolt's, every header value kept (the OAuth state cookie among them)."""
+    response = Response(content=result.body, status_code=result.status)
+    for name, values in result.headers.items():
+        for value in values:
+            response.headers.append(name, value)
+    return response
 
 
 def slack_deps_from(services: Services) -> SlackDeps | None:
     """The Slack side when its settings are there; None (and one line saying what to set) otherwise."""
     s = services.settings
-    if not (s.slack_bot_token and s.slack_signing_secret):
+    if not ((s.slack_bot_token or oauth_enabled(s)) and s.slack_signing_secret):
         print(
-            "emailsync: Slack is off: set SLACK_BOT_TOKEN and SLACK_SIGNING_SECRET (and SLACK_APP_TOKEN for "
-            "Socket Mode) to talk to Slack.",
+            "emailsync: Slack is off: set SLACK_SIGNING_SECRET and either SLACK_BOT_TOKEN (one workspace) or "
+            "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET (many, installed through /slack/install), and "
+            "SLACK_APP_TOKEN for Socket Mode.",
             file=sys.stderr,
         )
         return None

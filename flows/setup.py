@@ -86,6 +86,7 @@ class SetupState:
     account_id: int | None
     view_id: str | None
     folders: list[tuple[str, str | None]]  # cached from the server at connect time: (name, role)
+    purpose: str = "setup"  # setup | reconnect
 
 
 @dataclass
@@ -212,9 +213,9 @@ def connect(
                 raise FieldError("email", f"This link reconnects {account.email}; sign in with that address.")
             for name, value in fields.items():
                 setattr(account, name, value)
+            # The last error stays until a sync succeeds: that success is what tells the person "recovered".
             account.state = "active"
             account.failures = 0
-            account.last_error_code = account.last_error_message = None
             account.next_sync_at = utcnow()
             session.add(account)
         else:
@@ -357,6 +358,7 @@ def _state(session: Any, row: SetupSession) -> SetupState:
         account_id=row.account_id,
         view_id=row.view_id,
         folders=folders,
+        purpose=row.purpose,
     )
 
 

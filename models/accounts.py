@@ -222,3 +222,10 @@ def delete_person_settings(session: Session, *, team_id: str, user_id: str) -> N
     """Remove a person's general settings, blocked addresses and setup sessions."""
     for table in (BlockedAddress, UserSettings, SetupSession):
         session.exec(delete(table).where(col(table.team_id) == team_id, col(table.user_id) == user_id))
+
+
+def mark_sweep_pending(session: Session, *, account_id: int, pending: bool = True) -> None:
+    """Remember (or forget) that messages may have lost their last location."""
+    session.exec(
+        update(EmailAccount).where(col(EmailAccount.id) == account_id).values(sweep_pending=pending)
+    )

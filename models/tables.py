@@ -60,6 +60,7 @@ class EmailAccount(SQLModel, table=True):
     paused_reason: str | None = Field(default=None, max_length=32)  # user | uninstalled | user_deactivated
     error_notified_code: str | None = Field(default=None, max_length=32)  # the error last told to the owner
     error_notified_at: dt.datetime | None = None
+    sweep_pending: bool = False  # locations were removed: delete messages no folder holds once backfills finish
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
@@ -109,6 +110,7 @@ class Message(SQLModel, table=True):
         Index("ix_message_account_msgid_size", "account_id", "message_id", "size"),
         Index("ix_message_account_hash", "account_id", "content_hash"),
         Index("ix_message_account_gmid", "account_id", "gm_msgid"),
+        Index("ix_message_account_created", "account_id", "created_at"),  # "stored in this run" stays cheap
     )
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(
@@ -237,3 +239,43 @@ class ProcessedSlackEvent(SQLModel, table=True):
     __tablename__ = "processed_slack_event"
     event_id: str = Field(primary_key=True, max_length=64)
     seen_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class SlackInstallation(SQLModel, table=True):
+    """The app installed in a workspace (or org) by one person, with every token encrypted at rest.
+
+    slack_sdk's stock installation tables keep tokens in plain text in String(200) columns, too short
+    for ciphertext; bot/installation_store.py maps this row to slack_sdk's Installation and Bot.
+    """
+
+    __tablename__ = "slack_installation"
+    id: int | None = Field(default=None, primary_key=True)
+    app_id: str | None = Field(default=None, max_length=32)
+    enterprise_id: str | None = Field(default=None, max_length=32, index=True)
+    enterprise_name: str | None = Field(default=None, max_length=255)
+    enterprise_url: str | None = Field(default=None, max_length=255)
+    team_id: str | None = Field(default=None, max_length=32, index=True)  # None for an org-wide install
+    team_name: str | None = Field(default=None, max_length=255)
+    is_enterprise_install: bool = False
+    token_type: str | None = Field(default=None, max_length=16)
+    bot_id: str | None = Field(default=None, max_length=32)
+    bot_user_id: str | None = Field(default=None, max_length=32)
+    bot_scopes: str | None = Field(default=None, sa_column=Column(Text))  # comma-separated
+    bot_token_encrypted: str | None = Field(default=None, sa_column=Column(Text), repr=False)
+    bot_refresh_token_encrypted: str | None = Field(default=None, sa_column=Column(Text), repr=False)
+    bot_token_expires_at: dt.datetime | None = None  # only with token rotation
+    user_id: str = Field(max_length=32)  # the installer
+    user_scopes: str | None = Field(default=None, sa_column=Column(Text))
+    user_token_encrypted: str | None = Field(default=None, sa_column=Column(Text), repr=False)
+    user_refresh_token_encrypted: str | None = Field(default=None, sa_column=Column(Text), repr=False)
+    user_token_expires_at: dt.datetime | None = None
+    installed_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class SlackOAuthState(SQLModel, table=True):
+    """An OAuth `state` issued by /slack/install, used up by /slack/oauth_redirect (not a secret)."""
+
+    __tablename__ = "slack_oauth_state"
+    id: int | None = Field(default=None, primary_key=True)
+    state: str = Field(max_length=200, index=True)
+    expire_at: dt.datetime

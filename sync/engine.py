@@ -9,7 +9,7 @@ import logging
 import os
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +30,8 @@ from sync.backoff import backoff_seconds
 from sync.errors import AuthFailed, FolderGone, LeaseLost, ProtocolError, SyncError, Throttled
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
 from sync.imap_session import SslContextFactory, account_login, default_ssl_context, fetch_uid_range, imap_session
+from sync.bodystructure import BodyPlan, build_body, plan_body
+from sync.fetch import Command, fetch_many
 from sync.notifier import Notifier, RunReport
 from sync.parse import Body, Headers, parse_body, parse_headers
 
@@ -39,6 +41,7 @@ HEADER_ITEM = b"BODY.PEEK[HEADER]"
 HEADER_KEY = b"BODY[HEADER]"
 BODY_ITEM = b"BODY.PEEK[]"
 BODY_KEY = b"BODY[]"
+STRUCTURE_ITEM = b"BODYSTRUCTURE"
 
 
 @dataclass
@@ -48,7 +51,8 @@ class EngineConfig:
     timeout: float = 30.0
     max_message_bytes: int = 25 * 1024 * 1024
     batch_size: int = 250  # UIDs per FETCH: a command line far below Dovecot's 64 KiB limit
-    body_chunk_bytes: int = 8 * 1024 * 1024  # bytes of bodies per FETCH: memory follows this
+    body_chunk_bytes: int = 8 * 1024 * 1024  # bytes of bodies per FETCH round: memory follows this
+    use_bodystructure: bool = True  # fetch only the text parts; False: every body whole (BODY.PEEK[])
     search_window: int = 20_000  # UIDs per SEARCH: replies stay far below imaplib's 1 MB line limit
     flag_window: int = 5_000  # newest known UIDs covered by the periodic flag pass
     flag_pass_seconds: float = 3600.0  # servers without CONDSTORE get a flag pass this often
@@ -114,6 +118,7 @@ class _Candidate:
     internal_date: dt.datetime | None
     headers: Headers
     gm_msgid: int | None
+    plan: BodyPlan | None = None  # from BODYSTRUCTURE; None: fetch and parse the whole message
     body: Body | None = None
     truncated: bool = False
     failed: bool = False
@@ -434,8 +439,12 @@ class _AccountSync:
         """Headers first, filter, bodies only for what is kept, then commit messages and cursor together."""
         if self.slice_batches:
             self._check_budget()  # at least one batch per slice, so every slice makes progress
-        items = [b"RFC822.SIZE", b"INTERNALDATE", b"FLAGS", HEADER_ITEM] + ([b"X-GM-MSGID"] if self.gmail else [])
-        resp = client.fetch(list(uids), items)
+        items = [b"RFC822.SIZE", b"INTERNALDATE", b"FLAGS", HEADER_ITEM]
+        if self.cfg.use_bodystructure:
+            items.append(STRUCTURE_ITEM)
+        if self.gmail:
+            items.append(b"X-GM-MSGID")
+        resp = fetch_many(client, [(uids, items)])
         candidates: list[_Candidate] = []
         for uid in uids:
             data = resp.get(uid)
@@ -505,6 +514,7 @@ class _AccountSync:
             internal_date=internal,
             headers=headers,
             gm_msgid=int(gm) if gm is not None else None,
+            plan=plan_body(data.get(STRUCTURE_ITEM)),
             failed=failed,
         )
 
@@ -526,15 +536,49 @@ class _AccountSync:
         return folder.backfill_scope == "contacts" and not (emails & self.contacts)
 
     def _fetch_bodies(self, client: IMAPClient, cands: list[_Candidate]) -> None:
-        wanted: list[_Candidate] = []
+        planned: list[_Candidate] = []
+        whole: list[_Candidate] = []
         for cand in cands:
             if cand.size > self.cfg.max_message_bytes:
                 cand.truncated = True  # keep the headers, mark it; never pull a huge body
+            elif cand.plan is None:
+                whole.append(cand)  # no usable BODYSTRUCTURE: the whole message, parsed here
+            elif not cand.plan.specs():
+                cand.body = build_body(cand.plan, {})  # attachments only: the structure says it all
             else:
-                wanted.append(cand)
-        for chunk in _size_chunks(wanted, self.cfg.body_chunk_bytes):
+                planned.append(cand)
+        self._fetch_text_parts(client, planned)
+        self._fetch_whole(client, whole)
+
+    def _fetch_text_parts(self, client: IMAPClient, cands: list[_Candidate]) -> None:
+        """Only the text/plain and text/html parts, one FETCH per set of part numbers, all in one round trip."""
+        for chunk in _size_chunks(cands, self.cfg.body_chunk_bytes, lambda c: c.plan.octets()):  # type: ignore[union-attr]
+            groups: dict[tuple[str, ...], list[int]] = {}
+            for cand in chunk:
+                groups.setdefault(cand.plan.specs(), []).append(cand.uid)  # type: ignore[union-attr]
+            commands: list[Command] = [
+                (uids, [b"BODY.PEEK[%s]" % s.encode() for s in specs]) for specs, uids in groups.items()
+            ]
+            resp = fetch_many(client, commands)
+            for cand in chunk:
+                plan = cand.plan
+                assert plan is not None
+                data = resp.get(cand.uid) or {}
+                parts = {s: data.get(b"BODY[%s]" % s.encode()) for s in plan.specs()}
+                if any(v is None for v in parts.values()):
+                    cand.failed = True  # expunged since the header FETCH
+                    continue
+                try:
+                    cand.body = build_body(plan, parts)  # type: ignore[arg-type]
+                except Exception:
+                    log.warning("account %s: undecodable body of UID %s", self.account_id, cand.uid, exc_info=True)
+                    cand.failed = True
+            del resp
+
+    def _fetch_whole(self, client: IMAPClient, cands: list[_Candidate]) -> None:
+        for chunk in _size_chunks(cands, self.cfg.body_chunk_bytes, lambda c: c.size):
             by_uid = {c.uid: c for c in chunk}
-            resp = client.fetch(list(by_uid), [BODY_ITEM])
+            resp = fetch_many(client, [(list(by_uid), [BODY_ITEM])])
             for uid, cand in by_uid.items():
                 raw = (resp.get(uid) or {}).get(BODY_KEY)
                 if raw is None:
@@ -641,9 +685,12 @@ class _AccountSync:
             run = session.get(SyncRun, self.run_row.id)
             assert account is not None and run is not None
             now = utcnow()
+            # Paused or disconnected while this slice ran (by the owner, an uninstall, a deactivation): that wins.
+            stopped = account.state in ("paused", "disconnected")
             if not done:
-                account.next_sync_at = now  # continue at the next tick; other accounts get a turn first
-                account.state = "syncing"
+                if not stopped:
+                    account.next_sync_at = now  # continue at the next tick; other accounts get a turn first
+                    account.state = "syncing"
                 session.add(account)
                 return
             run.status = "done"
@@ -654,7 +701,8 @@ class _AccountSync:
                 )
             self.run_row.contacts_matched = run.contacts_matched
             session.add(run)
-            account.state = "active"
+            if not stopped:
+                account.state = "active"
             account.current_run_id = None
             account.failures = 0
             account.last_error_code = account.last_error_message = None
@@ -662,7 +710,8 @@ class _AccountSync:
             account.last_synced_at = now
             rerun = account.sync_requested
             account.sync_requested = False
-            account.next_sync_at = now if rerun else now + dt.timedelta(seconds=self.cfg.poll_seconds)
+            if not stopped:
+                account.next_sync_at = now if rerun else now + dt.timedelta(seconds=self.cfg.poll_seconds)
             session.add(account)
         self.deps.notifier.sync_completed(self._report())
         if self.was_failing:
@@ -689,7 +738,7 @@ class _AccountSync:
                         run.error_code, run.error_message = exc.code, str(exc)
                         session.add(run)
                     account.current_run_id = None
-                else:
+                elif account.state not in ("paused", "disconnected"):  # a pause that landed meanwhile wins
                     account.state = "error"
                     wait = exc.retry_after if isinstance(exc, Throttled) else backoff_seconds(account.failures)
                     account.next_sync_at = now + dt.timedelta(seconds=wait)
@@ -735,14 +784,17 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[i : i + size])
 
 
-def _size_chunks(cands: list[_Candidate], limit: int) -> Iterator[list[_Candidate]]:
+def _size_chunks(
+    cands: list[_Candidate], limit: int, size: Callable[[_Candidate], int]
+) -> Iterator[list[_Candidate]]:
     chunk: list[_Candidate] = []
     total = 0
     for cand in cands:
-        if chunk and total + cand.size > limit:
+        n = size(cand)
+        if chunk and total + n > limit:
             yield chunk
             chunk, total = [], 0
         chunk.append(cand)
-        total += cand.size
+        total += n
     if chunk:
         yield chunk

@@ -110,10 +110,29 @@ def parse_body(raw: bytes) -> Body:
             body.text = _decode_payload(part)
         elif ctype == "text/html" and body.html is None:
             body.html = _decode_payload(part)
-    source = body.text if body.text is not None else _strip_html(body.html) if body.html else None
+    source = body.text if body.text is not None else strip_html(body.html) if body.html else None
     if source:
-        body.snippet = _ws.sub(" ", source).strip()[:SNIPPET_CHARS]
+        body.snippet = make_snippet(source)
     return body
+
+
+def make_snippet(text: str) -> str:
+    """The first SNIPPET_CHARS characters of the text, whitespace runs collapsed and the ends stripped.
+
+    Only a growing head of the text is looked at: the result equals collapsing the whole text.
+    """
+    size = 4 * SNIPPET_CHARS
+    while True:
+        head = _ws.sub(" ", text[:size]).strip()
+        # Past SNIPPET_CHARS, the head ends in a non-space: the whole text cannot differ before it.
+        if len(head) > SNIPPET_CHARS or size >= len(text):
+            return head[:SNIPPET_CHARS]
+        size *= 8
+
+
+def strip_html(markup: str) -> str:
+    """Readable text of HTML (tags, scripts and styles dropped, entities decoded), for the snippet."""
+    return html.unescape(_tags.sub(" ", markup))
 
 
 def decode_words(value: str | None) -> str | None:
@@ -235,6 +254,3 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
     except LookupError:  # an unknown charset name
         return data.decode("utf-8", "replace")
 
-
-def _strip_html(markup: str) -> str:
-    return html.unescape(_tags.sub(" ", markup))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
@@ -12,6 +13,8 @@ from bot.listeners.setup import start_and_open
 from bot.slack_app import SlackDeps
 from bot.views import messages
 from bot.views.blocks import escape
+from flows import lifecycle
+from flows.accounts import FieldError
 from flows.contacts import add_contact
 from models import accounts as account_queries
 from models.db import session_scope
@@ -33,10 +36,35 @@ def register(app: App, deps: SlackDeps) -> None:
                 start_and_open(deps, client, command["trigger_id"], team_id, user_id)
         elif sub == "status":
             respond(**_status(deps, team_id, user_id))
+        elif sub in ("sync", "pause", "resume"):
+            respond(**_for_each_account(deps, sub, team_id, user_id))
         elif sub == "contact" and len(words) >= 3 and words[1].lower() == "add":
             respond(**_add_contact(deps, team_id, words[2], " ".join(words[3:]) or None))
         else:
             respond(**messages.help_message())
+
+
+def _for_each_account(deps: SlackDeps, verb: str, team_id: str, user_id: str) -> dict[str, Any]:
+    """sync, pause or resume every mailbox of the caller; one line per mailbox."""
+    actions: dict[str, Callable[..., Any]] = {
+        "sync": lifecycle.sync_now,
+        "pause": lifecycle.pause,
+        "resume": lifecycle.resume,
+    }
+    act = actions[verb]
+    done = {"sync": "syncs now", "pause": "is paused", "resume": "syncs again"}[verb]
+    lines = []
+    for account in _accounts(deps, team_id, user_id):
+        if account.state in ("disconnected", "connecting"):
+            continue
+        try:
+            queued = act(deps.services.db, account.id, team_id=team_id, user_id=user_id)
+            extra = " right after the sync that is running" if verb == "sync" and queued else ""
+            lines.append(f"• {escape(account.email)} {done}{extra}.")
+        except FieldError as exc:
+            lines.append(f"• {escape(account.email)}: {exc.message}")
+    text = "\n".join(lines) or "You have no mailbox connected yet. Type `/emailsync setup` to connect one."
+    return {"response_type": "ephemeral", "text": text}
 
 
 def _accounts(deps: SlackDeps, team_id: str, user_id: str) -> list[Any]:

@@ -166,7 +166,17 @@ def open_setup(
 
 def advance_after_connect(deps: SlackDeps, state: SetupState) -> str:
     """After the connect page succeeded: move the modal on, or DM a "Continue setup" button; return which."""
-    client = deps.client
+    from bot.tokens import client_for_team
+
+    client = client_for_team(deps, state.team_id)  # outside a Slack request: the team's own (fresh) token
+    if state.purpose == "reconnect":
+        from bot.listeners.home import publish_home
+
+        _post_dm(
+            client, state.user_id, {"text": "Your mailbox is reconnected with every setting kept; it syncs again now."}
+        )
+        publish_home(deps.services.db, client, state.team_id, state.user_id)
+        return "dm"
     if state.view_id:
         try:
             client.views_update(view_id=state.view_id, view=views.view_for(state))

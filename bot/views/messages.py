@@ -1,12 +1,11 @@
-"""Texts for the slash command (help, status) and the simple App Home tab."""
+"""Texts for the slash command: help and status."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any
 
-from bot import ids
-from bot.views.blocks import Block, button, context, escape, section
+from bot.views.blocks import escape, section
 from models.tables import EmailAccount
 
 STATE_LABELS = {
@@ -23,6 +22,7 @@ HELP = (
     "*/emailsync* connects your mailbox so your team's CRM sees your email.\n"
     "• `/emailsync setup`: connect a mailbox and choose what to sync\n"
     "• `/emailsync status`: your mailboxes and how their sync is doing\n"
+    "• `/emailsync sync`, `pause`, `resume`: sync your mailboxes now, pause or resume them\n"
     "• `/emailsync contact add ADDRESS [NAME]`: add a CRM contact for your team\n"
     "• `/emailsync help`: this help"
 )
@@ -48,15 +48,3 @@ def status_message(accounts: Sequence[EmailAccount], counts: dict[int, int]) -> 
     else:
         text = "*Your email sync*\n" + "\n".join(account_line(a, counts.get(a.id or 0, 0)) for a in accounts)
     return {"response_type": "ephemeral", "text": text, "blocks": [section(text)]}
-
-
-def home_view(accounts: Sequence[EmailAccount], counts: dict[int, int]) -> dict[str, Any]:
-    """The App Home tab: the person's accounts, or a button to set one up."""
-    blocks: list[Block] = [section("*Email sync*")]
-    if accounts:
-        blocks += [section(account_line(a, counts.get(a.id or 0, 0))) for a in accounts[:40]]
-    else:
-        blocks.append(section("Connect your mailbox to sync your email with your team's CRM."))
-    blocks.append({"type": "actions", "elements": [button("Set up email sync", ids.A_HOME_SETUP, style="primary")]})
-    blocks.append(context("Type `/emailsync help` in any conversation to see what I can do."))
-    return {"type": "home", "blocks": blocks}

@@ -15,10 +15,23 @@ from tests.support.mail import make_message
 
 def add_args(mailbox, *extra: str, port: int | None = None) -> list[str]:
     return [
-        "account", "add", "--team", "T1", "--user", "U1", "--email", f"{mailbox.user}@example.net",
-        "--username", mailbox.user, "--imap-host", "127.0.0.1",
-        "--imap-port", str(port or mailbox.server.imaps_port), "--password-stdin", *extra,
-    ]  # fmt: skip
+        "account",
+        "add",
+        "--team",
+        "T1",
+        "--user",
+        "U1",
+        "--email",
+        f"{mailbox.user}@example.net",
+        "--username",
+        mailbox.user,
+        "--imap-host",
+        "127.0.0.1",
+        "--imap-port",
+        str(port or mailbox.server.imaps_port),
+        "--password-stdin",
+        *extra,
+    ]
 
 
 def test_account_add_sync_export_roundtrip(tmp_path, dovecot, mailbox):

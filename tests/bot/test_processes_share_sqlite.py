@@ -38,9 +38,13 @@ def _start(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes
 def test_serve_worker_and_sync_together(tmp_path, dovecot):
     port = _free_port()
     env = cli_env(
-        tmp_path, dovecot, PORT=str(port), EMAILSYNC_TICK_SECONDS="0.3", EMAILSYNC_SLICE_SECONDS="0.2",
+        tmp_path,
+        dovecot,
+        PORT=str(port),
+        EMAILSYNC_TICK_SECONDS="0.3",
+        EMAILSYNC_SLICE_SECONDS="0.2",
         EMAILSYNC_POLL_SECONDS="5",
-    )  # fmt: skip
+    )
     expected: dict[str, int] = {}
     base = dt.datetime.now() - dt.timedelta(days=20)
     for n in range(3):
@@ -51,10 +55,26 @@ def test_serve_worker_and_sync_together(tmp_path, dovecot):
             user, "INBOX", [(make_message(subject=f"m{i}"), base + dt.timedelta(minutes=i)) for i in range(count)]
         )
         result = run_cli(
-            env, "account", "add", "--team", "T", "--user", f"U{n}", "--email", f"{user}@example.net",
-            "--username", user, "--imap-host", "127.0.0.1", "--imap-port", str(dovecot.imaps_port),
-            "--password-stdin", "--start", "1m", stdin="pw\n",
-        )  # fmt: skip
+            env,
+            "account",
+            "add",
+            "--team",
+            "T",
+            "--user",
+            f"U{n}",
+            "--email",
+            f"{user}@example.net",
+            "--username",
+            user,
+            "--imap-host",
+            "127.0.0.1",
+            "--imap-port",
+            str(dovecot.imaps_port),
+            "--password-stdin",
+            "--start",
+            "1m",
+            stdin="pw\n",
+        )
         assert result.returncode == 0, result.stderr
         expected[result.stdout.strip()] = count
 

@@ -5,9 +5,15 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from sqlalchemy import update
+
 from bot import ids
+from bot.slack_app import slack_notifier
 from flows.contacts import import_contacts_csv
 from flows.export import export_messages
+from models.clock import utcnow
+from models.db import session_scope
+from models.tables import EmailAccount
 from sync.scheduler import Clock, LocalDispatcher
 from tests.support.mail import make_message
 
@@ -104,12 +110,58 @@ def test_a_new_user_sets_up_email_sync(slack, mailbox, smtp, page):
     assert response.json() == {"response_action": "clear"}
     fake.wait_for("chat.postMessage", predicate=lambda c: "Email sync is set up" in c.args.get("text", ""))
 
-    # The first sync is due at once: one tick of the scheduler runs it against Dovecot.
+    # The first sync is due at once: one tick of the scheduler (with the worker's Slack notifier) runs it.
+    slack.services.notifier = slack_notifier(slack.services)
     deps = slack.services.engine_deps("test")
     deps.config.ssl_context = mailbox.server.ssl_context
-    dispatcher = LocalDispatcher(deps, workers=1, slice_seconds=None)
-    assert len(Clock(deps, dispatcher, tick_seconds=1).tick()) == 1
-    dispatcher.shutdown()
+
+    def tick() -> int:
+        dispatcher = LocalDispatcher(deps, workers=1, slice_seconds=None)
+        claimed = len(Clock(deps, dispatcher, tick_seconds=1).tick())
+        dispatcher.shutdown()
+        return claimed
+
+    assert tick() == 1
     rows = list(export_messages(slack.services.db, account_id=1))
     assert sorted(r["subject"] for r in rows) == ["contact recent", "project contact"]
     assert all(r["visibility"] == "shared" for r in rows)
+
+    # Slack holds the progress message (posted at the start, edited at the end) and the summary.
+    progress = next(c for c in fake.calls_to("chat.postMessage") if "Syncing" in c.args.get("text", ""))
+    final = fake.messages[(progress.response["channel"], progress.response["ts"])]
+    assert "100%" in json.dumps(final) and any(
+        c.args["ts"] == progress.response["ts"] for c in fake.calls_to("chat.update")
+    )
+    assert any("is done in" in c.args.get("text", "") for c in fake.calls_to("chat.postMessage"))
+    assert "active" in json.dumps(fake.home_tabs["U0001"])
+
+    # The password changes on the server: one error message with a Reconnect button, however often it fails.
+    mailbox.server.set_password(mailbox.user, "new-app-password")
+    smtp.users[mailbox.user] = "new-app-password"
+    for _ in range(2):
+        with session_scope(slack.services.db) as session:
+            session.execute(update(EmailAccount).values(next_sync_at=utcnow(), state="active"))
+        tick()
+    errors = [c for c in fake.calls_to("chat.postMessage") if "stopped" in c.args.get("text", "")]
+    assert len(errors) == 1 and "Reconnect" in json.dumps(errors[0].args)
+    error_message = fake.messages[(errors[0].response["channel"], errors[0].response["ts"])]
+    driver.block_action(ids.A_HOME_RECONNECT, container_message=error_message)
+    reconnect = fake.wait_for("views.open", count=2)[-1].response["view"]
+    link = next(e["url"] for b in reconnect["blocks"] if b["type"] == "actions" for e in b["elements"])
+    fill_connect_page(page, link, mailbox, smtp.port, "new-app-password")
+    assert "is connected" in page.inner_text("#done")
+    fake.wait_for(
+        "chat.postMessage", predicate=lambda c: "reconnected with every setting kept" in c.args.get("text", "")
+    )
+    with session_scope(slack.services.db) as session:
+        account = session.get(EmailAccount, 1)
+        assert (account.state, account.sync_mode, account.contact_scope, account.start_option) == (
+            "active",
+            "labels",
+            "contacts",
+            "3m",
+        )
+    mailbox.server.append(mailbox.user, "new-app-password", "INBOX", make_message(subject="after reconnect"))
+    assert tick() == 1
+    assert "after reconnect" in [r["subject"] for r in export_messages(slack.services.db, account_id=1)]
+    fake.wait_for("chat.postMessage", predicate=lambda c: "is syncing again" in c.args.get("text", ""))

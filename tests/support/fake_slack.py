@@ -456,6 +456,9 @@ class FakeSlack:
             "is_enterprise_install": False,
         }
         self.used_oauth_codes: set[str] = set()
+        # Token rotation: refresh token -> (access token it renews, "bot" | "user"); single use, like Slack's.
+        self.refresh_tokens: dict[str, tuple[str, str]] = {}
+        self.rotated_token_expires_in = 43200  # seconds, as Slack's rotating tokens
         self.internal_errors: list[str] = []  # tracebacks of bugs in the fake (answered as HTTP 500)
 
         self._lock = threading.RLock()
@@ -1069,6 +1072,8 @@ class FakeSlack:
 
     def _oauth_v2_access(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
         self._check_client(args)
+        if args.get("grant_type") == "refresh_token":
+            return self._refresh_token_grant(args)
         code = args.get("code")
         if not code or code in self.used_oauth_codes:
             raise FakeSlackError("invalid_code")
@@ -1104,6 +1109,45 @@ class FakeSlack:
                 "bot_id": None,
                 "enterprise_id": enterprise.get("id"),
             }
+        self._remember_refresh_tokens(body)
+        return body
+
+    # -- token rotation: oauth.v2.access with grant_type=refresh_token ---------------------------
+
+    def _remember_refresh_tokens(self, body: dict[str, Any]) -> None:
+        """An install answer with ``refresh_token``/``expires_in`` (set them in ``oauth_response``) rotates."""
+        if body.get("refresh_token") and body.get("access_token"):
+            self.refresh_tokens[body["refresh_token"]] = (body["access_token"], "bot")
+        user = body.get("authed_user") or {}
+        if user.get("refresh_token") and user.get("access_token"):
+            self.refresh_tokens[user["refresh_token"]] = (user["access_token"], "user")
+
+    def _refresh_token_grant(self, args: dict[str, Any]) -> dict[str, Any]:
+        """A new access token (same identity) and a new refresh token; the old access token lives on."""
+        self._require(args, "refresh_token")
+        found = self.refresh_tokens.pop(args["refresh_token"], None)
+        if found is None:
+            raise FakeSlackError("invalid_refresh_token")
+        old_token, kind = found
+        identity = dict(self.tokens.get(old_token) or self._identity(old_token, required=True))
+        n = next(self._seq)
+        token = f"xoxe.{'xoxb' if kind == 'bot' else 'xoxp'}-rotated-{n}"
+        refresh = f"xoxe-1-refresh-{n}"
+        self.tokens[token] = identity
+        self.refresh_tokens[refresh] = (token, kind)
+        body: dict[str, Any] = {
+            "app_id": APP_ID,
+            "token_type": kind,
+            "access_token": token,
+            "refresh_token": refresh,
+            "expires_in": self.rotated_token_expires_in,
+            "scope": self.oauth_response.get("scope", ""),
+            "team": {"id": identity.get("team_id"), "name": identity.get("team", "")},
+            "enterprise": None,
+            "is_enterprise_install": bool(identity.get("is_enterprise_install")),
+        }
+        if kind == "bot":
+            body["bot_user_id"] = identity.get("user_id")
         return body
 
     def _chat_post_message(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:

@@ -42,8 +42,11 @@ def _free_port() -> int:
 
 
 @contextmanager
-def running_app(tmp_path: Path, dovecot: DovecotServer, **settings: str) -> Iterator[SlackHarness]:
-    """Start the fake Slack and the app (uvicorn in a thread); stop both afterwards."""
+def running_app(tmp_path: Path, dovecot: DovecotServer, **settings: str | None) -> Iterator[SlackHarness]:
+    """Start the fake Slack and the app (uvicorn in a thread); stop both afterwards.
+
+    A setting given as None is left out (SLACK_BOT_TOKEN=None with SLACK_CLIENT_ID/SECRET: OAuth mode).
+    """
     fake = FakeSlack()
     fake.start()
     port = _free_port()
@@ -60,6 +63,7 @@ def running_app(tmp_path: Path, dovecot: DovecotServer, **settings: str) -> Iter
         "EMAILSYNC_IMAP_TIMEOUT": "10",
         **settings,
     }
+    values = {name: value for name, value in values.items() if value is not None}
     services = build_services(Settings(**values))  # type: ignore[arg-type]
     deps = SlackDeps(
         services=services,

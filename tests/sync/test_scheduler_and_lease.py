@@ -89,3 +89,22 @@ def test_worker_clock_runs_in_the_background(mailbox, connect, deps):
         clock.stop()
         dispatcher.shutdown()
     assert [r["subject"] for r in export_messages(deps.db, account_id=account)] == ["background"]
+
+
+def test_a_pause_during_a_run_is_not_undone_by_its_end(mailbox, connect, deps, notifier):
+    from flows import lifecycle
+
+    mailbox.append("INBOX", make_message(subject="x"), date=WHEN)
+    account = connect(start="1m")
+    with session_scope(deps.db) as session:
+        owner = session.get(EmailAccount, account)
+        team_id, user_id = owner.team_id, owner.user_id
+
+    def pause_now(report):
+        lifecycle.pause(deps.db, account, team_id=team_id, user_id=user_id)
+
+    notifier.sync_started = pause_now
+    assert sync_account(deps, account) is Outcome.DONE
+    with session_scope(deps.db) as session:
+        row = session.get(EmailAccount, account)
+        assert (row.state, row.next_sync_at) == ("paused", None)

@@ -1,0 +1,241 @@
+"""App Home: publish the tab, and every button on it (each reloads the account and checks the owner)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from slack_bolt import Ack, App
+from slack_sdk import WebClient
+from sqlalchemy import Engine
+
+from bot import ids
+from bot.slack_app import SlackDeps
+from bot.views import home as views
+from bot.views.setup import notice_view
+from flows import lifecycle
+from flows.accounts import FieldError
+from flows.lifecycle import AccountGone, AccountSummary
+from flows.setup import NotYours
+
+log = logging.getLogger(__name__)
+GONE = "This mailbox is no longer connected: the button was stale. Your Home tab is up to date again."
+NOT_YOURS = "That button belongs to someone else's mailbox. Nothing was changed."
+FIELD_BLOCKS = {
+    "sync_mode": ids.B_SYNC_MODE,
+    "folders": ids.B_FOLDERS,
+    "visibility": ids.B_VISIBILITY,
+    "start": ids.B_START,
+    "contact_scope": ids.B_SCOPE,
+    "blocked": ids.B_BLOCKED,
+    "notification_level": ids.B_NOTIFY_LEVEL,
+    "default_visibility": ids.B_VISIBILITY,
+}
+
+
+def publish_home(db: Engine, client: WebClient, team_id: str, user_id: str) -> None:
+    """Build and publish one person's Home tab."""
+    accounts = lifecycle.summaries(db, team_id=team_id, user_id=user_id)
+    prefs, blocked = lifecycle.general_settings(db, team_id=team_id, user_id=user_id)
+    client.views_publish(user_id=user_id, view=views.home_view(accounts, prefs, blocked))
+
+
+def register(app: App, deps: SlackDeps) -> None:
+    """Register the Home tab and its buttons and modals."""
+    db = deps.services.db
+
+    @app.event("app_home_opened")
+    def on_home_opened(event: dict[str, Any], context: Any, client: WebClient) -> None:
+        if event.get("tab", "home") == "home":
+            publish_home(db, client, str(context.get("team_id")), event["user"])
+
+    def account_action(act: Callable[[int, str, str, dict[str, Any], WebClient], str | None]) -> Callable[..., None]:
+        """Wrap a button handler: ack, resolve the owner-checked account id, report refusals politely."""
+
+        def handler(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+            ack()
+            team_id, user_id = _caller(body)
+            try:
+                account_id = int(body["actions"][0]["value"])
+                notice = act(account_id, team_id, user_id, body, client)
+            except (AccountGone, ValueError):
+                notice = GONE
+            except NotYours:
+                notice = NOT_YOURS
+            except FieldError as exc:
+                notice = exc.message
+            if notice:
+                _tell(client, body, user_id, notice)
+            publish_home(db, client, team_id, user_id)
+
+        return handler
+
+    def sync_now(account_id: int, team_id: str, user_id: str, body: dict[str, Any], client: WebClient) -> str | None:
+        queued = lifecycle.sync_now(db, account_id, team_id=team_id, user_id=user_id)
+        return "A sync is running; I'll run another right after it." if queued else None
+
+    def pause(account_id: int, team_id: str, user_id: str, body: dict[str, Any], client: WebClient) -> str | None:
+        lifecycle.pause(db, account_id, team_id=team_id, user_id=user_id)
+        return None
+
+    def resume(account_id: int, team_id: str, user_id: str, body: dict[str, Any], client: WebClient) -> str | None:
+        lifecycle.resume(db, account_id, team_id=team_id, user_id=user_id)
+        return None
+
+    def open_modal(build: Callable[[AccountSummary], dict[str, Any]]) -> Callable[..., str | None]:
+        def act(account_id: int, team_id: str, user_id: str, body: dict[str, Any], client: WebClient) -> str | None:
+            summary = _summary(db, account_id, team_id, user_id)
+            client.views_open(trigger_id=body["trigger_id"], view=build(summary))
+            return None
+
+        return act
+
+    def reconnect(account_id: int, team_id: str, user_id: str, body: dict[str, Any], client: WebClient) -> str | None:
+        summary = _summary(db, account_id, team_id, user_id)
+        _, token = lifecycle.reconnect(db, account_id, team_id=team_id, user_id=user_id)
+        client.views_open(
+            trigger_id=body["trigger_id"], view=views.reconnect_view(summary.email, deps.connect_link(token))
+        )
+        return None
+
+    for action_id, act in (
+        (ids.A_HOME_SYNC, sync_now),
+        (ids.A_HOME_PAUSE, pause),
+        (ids.A_HOME_RESUME, resume),
+        (ids.A_HOME_EDIT, open_modal(views.edit_view)),
+        (ids.A_HOME_WIDEN, open_modal(views.widen_view)),
+        (ids.A_HOME_DISCONNECT, open_modal(views.disconnect_view)),
+        (ids.A_HOME_RECONNECT, reconnect),
+    ):
+        app.action(action_id)(account_action(act))
+
+    @app.action(ids.A_HOME_GENERAL)
+    def on_general(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        team_id, user_id = _caller(body)
+        prefs, blocked = lifecycle.general_settings(db, team_id=team_id, user_id=user_id)
+        client.views_open(trigger_id=body["trigger_id"], view=views.general_view(prefs, blocked))
+
+    @app.action(ids.A_HOME_DELETE_DATA)
+    def on_delete_data(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()  # the button carries Slack's confirm dialog: reaching here means confirmed
+        team_id, user_id = _caller(body)
+        count = lifecycle.delete_my_data(db, team_id=team_id, user_id=user_id)
+        client.chat_postMessage(
+            channel=user_id,
+            text=f"Done: {count} mailbox(es), their passwords and every synced email of yours are deleted.",
+        )
+        publish_home(db, client, team_id, user_id)
+
+    def account_submission(apply: Callable[[int, str, str, dict[str, Any]], None]) -> Callable[..., None]:
+        """Wrap a modal submission: owner check, inline field errors, then republish Home."""
+
+        def handler(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+            team_id, user_id = _caller(body)
+            view = body["view"]
+            try:
+                account_id = int(view.get("private_metadata") or "")
+                apply(account_id, team_id, user_id, view["state"]["values"])
+            except FieldError as exc:
+                ack(response_action="errors", errors={FIELD_BLOCKS.get(exc.field, ids.B_START): exc.message})
+                return
+            except (AccountGone, ValueError):
+                ack(response_action="update", view=notice_view("Email sync", GONE))
+                return
+            except NotYours:
+                ack(response_action="update", view=notice_view("Email sync", NOT_YOURS))
+                return
+            ack()
+            publish_home(db, client, team_id, user_id)
+
+        return handler
+
+    def save_edit(account_id: int, team_id: str, user_id: str, values: dict[str, Any]) -> None:
+        summary = _summary(db, account_id, team_id, user_id)
+        mode = _selected(values, ids.B_SYNC_MODE, ids.A_SYNC_MODE)
+        picked = [
+            o["value"] for o in (values.get(ids.B_FOLDERS, {}).get(ids.A_FOLDERS) or {}).get("selected_options") or []
+        ]
+        lifecycle.edit_settings(
+            db,
+            account_id,
+            team_id=team_id,
+            user_id=user_id,
+            sync_mode=mode,
+            folders=views.folder_names(summary, picked),
+            visibility=_selected(values, ids.B_VISIBILITY, ids.A_VISIBILITY),
+        )
+
+    def save_widen(account_id: int, team_id: str, user_id: str, values: dict[str, Any]) -> None:
+        lifecycle.widen_window(
+            db,
+            account_id,
+            team_id=team_id,
+            user_id=user_id,
+            start=_selected(values, ids.B_START, ids.A_START) or "",
+            contact_scope=_selected(values, ids.B_SCOPE, ids.A_SCOPE) or "all",
+        )
+
+    def save_disconnect(account_id: int, team_id: str, user_id: str, values: dict[str, Any]) -> None:
+        delete = _selected(values, ids.B_KEEP_MAIL, ids.A_KEEP_MAIL) == "delete"
+        lifecycle.disconnect(db, account_id, team_id=team_id, user_id=user_id, delete_mail=delete)
+
+    app.view(ids.EDIT_VIEW)(account_submission(save_edit))
+    app.view(ids.WIDEN_VIEW)(account_submission(save_widen))
+    app.view(ids.DISCONNECT_VIEW)(account_submission(save_disconnect))
+
+    @app.view(ids.GENERAL_VIEW)
+    def on_general_submit(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        team_id, user_id = _caller(body)
+        values = body["view"]["state"]["values"]
+        tracking = {
+            o["value"] for o in (values.get(ids.B_TRACKING, {}).get(ids.A_TRACKING) or {}).get("selected_options") or []
+        }
+        blocked_text = (values.get(ids.B_BLOCKED, {}).get(ids.A_BLOCKED) or {}).get("value") or ""
+        try:
+            lifecycle.save_general_settings(
+                db,
+                team_id=team_id,
+                user_id=user_id,
+                blocked=blocked_text.replace(",", "\n").splitlines(),
+                default_visibility=_selected(values, ids.B_VISIBILITY, ids.A_VISIBILITY) or "private",
+                notification_level=_selected(values, ids.B_NOTIFY_LEVEL, ids.A_NOTIFY_LEVEL) or "everything",
+                track_opens="track_opens" in tracking,
+                track_links="track_links" in tracking,
+                notify_tracking="notify_tracking" in tracking,
+            )
+        except FieldError as exc:
+            ack(response_action="errors", errors={FIELD_BLOCKS.get(exc.field, ids.B_BLOCKED): exc.message})
+            return
+        ack()
+        publish_home(db, client, team_id, user_id)
+
+
+def _summary(db: Engine, account_id: int, team_id: str, user_id: str) -> AccountSummary:
+    owner = lifecycle.owner_of(db, account_id)
+    if owner is None:
+        raise AccountGone(str(account_id))
+    if owner != (team_id, user_id):
+        raise NotYours(str(account_id))
+    return next(s for s in lifecycle.summaries(db, team_id=team_id, user_id=user_id) if s.id == account_id)
+
+
+def _selected(values: dict[str, Any], block: str, action: str) -> str | None:
+    selected = (values.get(block, {}).get(action) or {}).get("selected_option")
+    return str(selected["value"]) if selected else None
+
+
+def _tell(client: WebClient, body: dict[str, Any], user_id: str, text: str) -> None:
+    """A short answer to a button: ephemeral where there is a channel, else a direct message."""
+    channel = (body.get("channel") or {}).get("id")
+    if channel:
+        client.chat_postEphemeral(channel=channel, user=user_id, text=text)
+    else:
+        client.chat_postMessage(channel=user_id, text=text)
+
+
+def _caller(body: dict[str, Any]) -> tuple[str, str]:
+    user = body.get("user") or {}
+    team = (body.get("team") or {}).get("id") or user.get("team_id")
+    return str(team), str(user.get("id"))

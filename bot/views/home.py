@@ -1,0 +1,295 @@
+"""The App Home tab (a card per account, the general settings) and the modals its buttons open."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot import ids
+from bot.views.blocks import Block, button, context, escape, modal, option, plain, section
+from bot.views.messages import STATE_LABELS
+from bot.views.notifications import bar
+from bot.views.setup import MAX_STATIC_FOLDERS, START_LABELS
+from flows.lifecycle import AccountSummary
+from models.tables import UserSettings
+
+STATE_ICONS = {
+    "active": "🟢",
+    "syncing": "🔄",
+    "paused": "⏸️",
+    "needs_reauth": "🔑",
+    "error": "⚠️",
+    "connecting": "🛠️",
+    "disconnected": "⚪",
+}
+PAUSE_REASONS = {
+    "uninstalled": " (the app was removed from the workspace)",
+    "user_deactivated": " (account deactivated)",
+}
+LEVEL_LABELS = {"everything": "Everything", "errors": "Errors only", "nothing": "Nothing"}
+MAX_CARDS = 12  # each card is a few blocks; Home allows 100
+
+
+def home_view(accounts: list[AccountSummary], prefs: UserSettings, blocked: list[str]) -> dict[str, Any]:
+    """The whole Home tab for one person."""
+    blocks: list[Block] = [{"type": "header", "text": plain("Email sync", 150)}]
+    if not accounts:
+        blocks.append(
+            section(
+                "Connect your mailbox to sync your email with your team's CRM: you choose the folders, "
+                "how far back to go, and whether past mail comes from everyone or only from contacts."
+            )
+        )
+        blocks.append({"type": "actions", "elements": [button("Set up email sync", ids.A_HOME_SETUP, style="primary")]})
+    for account in accounts[:MAX_CARDS]:
+        blocks += account_card(account)
+    if accounts:
+        blocks.append({"type": "actions", "elements": [button("Connect another mailbox", ids.A_HOME_SETUP)]})
+    blocks += general_section(prefs, blocked)
+    return {"type": "home", "blocks": blocks}
+
+
+def account_card(a: AccountSummary) -> list[Block]:
+    """One account: address, state, last sync, counts, progress, and its buttons."""
+    state = STATE_LABELS.get(a.state, a.state) + (
+        PAUSE_REASONS.get(a.paused_reason or "", "") if a.state == "paused" else ""
+    )
+    lines = [f"{STATE_ICONS.get(a.state, '')} *{escape(a.email)}* · {state}"]
+    if a.run_total:
+        lines.append(f"`{bar(a.run_processed or 0, a.run_total)}` {a.run_processed or 0:,} of {a.run_total:,}")
+    details = [f"{a.messages:,} emails"]
+    details.append(f"last synced {a.last_synced_at:%Y-%m-%d %H:%M} UTC" if a.last_synced_at else "not synced yet")
+    details.append("all folders" if a.sync_mode == "all" else f"{sum(1 for f in a.folders if f[2])} folders")
+    details.append(f"from {a.start_date:%d %b %Y}" if a.start_date else "new mail only")
+    if a.start_date and a.contact_scope == "contacts":
+        details.append("past mail from CRM contacts only")
+    details.append("shared with the team" if a.visibility == "shared" else "private")
+    blocks: list[Block] = [{"type": "divider"}, section("\n".join(lines)), context(" · ".join(details))]
+    if a.last_error and a.state in ("error", "needs_reauth"):
+        blocks.append(context(f"⚠️ {escape(a.last_error)}"))
+    value = str(a.id)
+    buttons = []
+    if a.state not in ("disconnected", "connecting"):
+        if a.state == "paused":
+            buttons.append(button("Resume", ids.A_HOME_RESUME, value, style="primary"))
+        else:
+            buttons.append(button("Sync now", ids.A_HOME_SYNC, value))
+            buttons.append(button("Pause", ids.A_HOME_PAUSE, value))
+        buttons.append(button("Edit settings", ids.A_HOME_EDIT, value))
+        buttons.append(button("Sync past emails", ids.A_HOME_WIDEN, value))
+    buttons.append(
+        button("Reconnect", ids.A_HOME_RECONNECT, value, style="primary" if a.state == "needs_reauth" else None)
+    )
+    buttons.append(button("Disconnect", ids.A_HOME_DISCONNECT, value, style="danger"))
+    blocks.append({"type": "actions", "block_id": f"account_{a.id}", "elements": buttons})
+    return blocks
+
+
+def general_section(prefs: UserSettings, blocked: list[str]) -> list[Block]:
+    """The person's general settings, with buttons to edit them or delete everything."""
+    tracking = [name for flag, name in ((prefs.track_opens, "opens"), (prefs.track_links, "link clicks")) if flag]
+    lines = [
+        f"Default visibility: *{'shared with the team' if prefs.default_visibility == 'shared' else 'private'}*",
+        f"Tracking by default: *{', '.join(tracking) or 'off'}*",
+        f"Notifications: *{LEVEL_LABELS.get(prefs.notification_level, prefs.notification_level)}*",
+        f"Never synced: *{escape(', '.join(blocked)) if blocked else 'nobody'}*",
+    ]
+    confirm = {
+        "title": plain("Delete all your data?", 100),
+        "text": plain(
+            "This removes your mailboxes, their passwords and every synced email of yours. It cannot be undone."
+        ),
+        "confirm": plain("Delete everything"),
+        "deny": plain("Keep"),
+        "style": "danger",
+    }
+    delete = button("Delete my data", ids.A_HOME_DELETE_DATA, style="danger")
+    delete["confirm"] = confirm
+    return [
+        {"type": "divider"},
+        section("*Your general settings*\n" + "\n".join(lines)),
+        {"type": "actions", "elements": [button("Edit general settings", ids.A_HOME_GENERAL), delete]},
+    ]
+
+
+def edit_view(a: AccountSummary) -> dict[str, Any]:
+    """Edit what is synced and who sees it, prefilled."""
+    modes = [
+        option("Sync all emails", "all", "Every folder except Trash, Junk and Drafts"),
+        option("Sync only emails in specific labels", "labels"),
+    ]
+    folder_options = [option(name, f"f{i}") for i, (name, _role, _sel) in enumerate(a.folders)][:MAX_STATIC_FOLDERS]
+    chosen = [o for o, (_n, _r, sel) in zip(folder_options, a.folders, strict=False) if sel]
+    folders: dict[str, Any] = {"type": "multi_static_select", "action_id": ids.A_FOLDERS, "options": folder_options}
+    if chosen and a.sync_mode == "labels":
+        folders["initial_options"] = chosen
+    vis = [option("Private", "private", "Only you see these emails"), option("Shared", "shared", "Your team sees them")]
+    blocks: list[Block] = [
+        context(f"Settings of *{escape(a.email)}*"),
+        {
+            "type": "input",
+            "block_id": ids.B_SYNC_MODE,
+            "label": plain("What to sync"),
+            "element": {
+                "type": "radio_buttons",
+                "action_id": ids.A_SYNC_MODE,
+                "options": modes,
+                "initial_option": next(m for m in modes if m["value"] == a.sync_mode),
+            },
+        },
+        {
+            "type": "input",
+            "block_id": ids.B_FOLDERS,
+            "optional": True,
+            "label": plain("Folders (for specific labels)"),
+            "element": folders,
+        },
+        {
+            "type": "input",
+            "block_id": ids.B_VISIBILITY,
+            "label": plain("Who can see these emails"),
+            "element": {
+                "type": "radio_buttons",
+                "action_id": ids.A_VISIBILITY,
+                "options": vis,
+                "initial_option": next(v for v in vis if v["value"] == a.visibility),
+            },
+        },
+    ]
+    if len(a.folders) > MAX_STATIC_FOLDERS:
+        blocks.insert(3, context(f"The first {MAX_STATIC_FOLDERS} of {len(a.folders)} folders are listed."))
+    return modal(ids.EDIT_VIEW, "Edit email sync", blocks, private_metadata=str(a.id), submit="Save")
+
+
+def folder_names(a: AccountSummary, values: list[str]) -> list[str]:
+    """Folder names for option values of edit_view."""
+    names = [name for name, _r, _s in a.folders]
+    return [names[int(v[1:])] for v in values if v.startswith("f") and v[1:].isdigit() and int(v[1:]) < len(names)]
+
+
+def widen_view(a: AccountSummary) -> dict[str, Any]:
+    """Sync past emails: an earlier start, with its own contact-scope question."""
+    starts = [option(label, value) for value, label in START_LABELS.items() if value != "now"]
+    scopes = [
+        option("All people", "all"),
+        option("CRM contacts only", "contacts", "Only past mail with someone in your team's contacts"),
+    ]
+    now = f"You sync from {a.start_date:%d %b %Y}." if a.start_date else "You sync new mail only."
+    blocks: list[Block] = [
+        section(f"*{escape(a.email)}*: {now} Choose an earlier start: I sync the extra weeks and keep what is there."),
+        {
+            "type": "input",
+            "block_id": ids.B_START,
+            "label": plain("Sync starting from"),
+            "element": {"type": "radio_buttons", "action_id": ids.A_START, "options": starts},
+        },
+        {
+            "type": "input",
+            "block_id": ids.B_SCOPE,
+            "label": plain("Past emails sent and received from"),
+            "element": {
+                "type": "radio_buttons",
+                "action_id": ids.A_SCOPE,
+                "options": scopes,
+                "initial_option": scopes[1] if a.contact_scope == "contacts" else scopes[0],
+            },
+        },
+    ]
+    return modal(ids.WIDEN_VIEW, "Sync past emails", blocks, private_metadata=str(a.id), submit="Sync")
+
+
+def disconnect_view(a: AccountSummary) -> dict[str, Any]:
+    """Disconnect, keeping or deleting the synced mail."""
+    choices = [
+        option("Keep the synced emails", "keep", "They stay visible in the CRM"),
+        option("Delete the synced emails", "delete", "Removed for good"),
+    ]
+    blocks: list[Block] = [
+        section(f"Stop syncing *{escape(a.email)}* and forget its password?"),
+        {
+            "type": "input",
+            "block_id": ids.B_KEEP_MAIL,
+            "label": plain("The emails synced so far"),
+            "element": {
+                "type": "radio_buttons",
+                "action_id": ids.A_KEEP_MAIL,
+                "options": choices,
+                "initial_option": choices[0],
+            },
+        },
+    ]
+    return modal(ids.DISCONNECT_VIEW, "Disconnect", blocks, private_metadata=str(a.id), submit="Disconnect")
+
+
+def general_view(prefs: UserSettings, blocked: list[str]) -> dict[str, Any]:
+    """Edit the general settings, prefilled."""
+    vis = [option("Private", "private"), option("Shared with the team", "shared")]
+    tracking = [
+        option("Track opens", "track_opens"),
+        option("Track link clicks", "track_links"),
+        option("Notify me of tracking activity", "notify_tracking"),
+    ]
+    on = [t for t in tracking if getattr(prefs, t["value"])]
+    levels = [option(label, value) for value, label in LEVEL_LABELS.items()]
+    checkboxes: dict[str, Any] = {"type": "checkboxes", "action_id": ids.A_TRACKING, "options": tracking}
+    if on:
+        checkboxes["initial_options"] = on
+    blocked_input: dict[str, Any] = {
+        "type": "plain_text_input",
+        "action_id": ids.A_BLOCKED,
+        "multiline": True,
+        "placeholder": plain("one per line: name@example.com or example.com"),
+    }
+    if blocked:
+        blocked_input["initial_value"] = "\n".join(blocked)[:3000]
+    blocks: list[Block] = [
+        {
+            "type": "input",
+            "block_id": ids.B_VISIBILITY,
+            "label": plain("Default visibility of synced emails"),
+            "element": {
+                "type": "radio_buttons",
+                "action_id": ids.A_VISIBILITY,
+                "options": vis,
+                "initial_option": next(v for v in vis if v["value"] == prefs.default_visibility),
+            },
+        },
+        {
+            "type": "input",
+            "block_id": ids.B_TRACKING,
+            "optional": True,
+            "label": plain("Tracking defaults"),
+            "element": checkboxes,
+        },
+        {
+            "type": "input",
+            "block_id": ids.B_NOTIFY_LEVEL,
+            "label": plain("Direct messages from me"),
+            "element": {
+                "type": "radio_buttons",
+                "action_id": ids.A_NOTIFY_LEVEL,
+                "options": levels,
+                "initial_option": next(lv for lv in levels if lv["value"] == prefs.notification_level),
+            },
+        },
+        {
+            "type": "input",
+            "block_id": ids.B_BLOCKED,
+            "optional": True,
+            "label": plain("Never sync mail with"),
+            "element": blocked_input,
+        },
+    ]
+    return modal(ids.GENERAL_VIEW, "General settings", blocks, submit="Save")
+
+
+def reconnect_view(email: str, link: str) -> dict[str, Any]:
+    """Reconnect: a fresh connect link; every setting is kept."""
+    blocks: list[Block] = [
+        section(f"Sign in to *{escape(email)}* again on our secure page. Every setting stays as it is."),
+        {
+            "type": "actions",
+            "elements": [button("Open the secure connect page", ids.A_CONNECT_LINK, url=link, style="primary")],
+        },
+        context("The link works for 15 minutes and only for you."),
+    ]
+    return modal("reconnect", "Reconnect", blocks, close="Close")
