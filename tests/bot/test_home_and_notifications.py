@@ -16,21 +16,11 @@ from models.tables import EmailAccount
 from sync.engine import Outcome, sync_account
 from sync.notifier import RunReport
 from tests.support.mail import make_message
+from tests.support.slack_app import connect_mailbox
 
 
 def connect_account(slack, mailbox, *, user_id: str = "U0001", start: str = "1m") -> int:
-    state, token = setup_flow.start_setup(slack.services.db, team_id="T0001", user_id=user_id)
-    form = setup_flow.ConnectForm(
-        email=f"{mailbox.user}@example.net",
-        password=mailbox.password,
-        imap_host="127.0.0.1",
-        imap_port=mailbox.server.imaps_port,
-        imap_security="tls",
-        username=mailbox.user,
-    )
-    setup_flow.connect(
-        slack.services.db, slack.services.secrets, token, form, timeout=10, ssl_context=mailbox.server.ssl_context
-    )
+    state = connect_mailbox(slack, mailbox, user_id=user_id)
     setup_flow.save_step(
         slack.services.db, state.session_id, team_id="T0001", user_id=user_id, step="start", start=start
     )

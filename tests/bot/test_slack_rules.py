@@ -13,6 +13,7 @@ from flows import setup as setup_flow
 from flows.contacts import import_contacts_csv
 from models.db import session_scope
 from models.tables import SetupSession
+from tests.support.slack_app import connect_mailbox
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -102,20 +103,9 @@ def test_expired_trigger_falls_back_to_a_dm_with_a_button(slack):
 
 
 def test_folder_search_answers_from_the_cache_and_only_for_the_owner(slack, mailbox):
-    state, token = setup_flow.start_setup(slack.services.db, team_id="T0001", user_id="U0001")
     for i in range(120):
         mailbox.create(f"Client {i:03d}")
-    form = setup_flow.ConnectForm(
-        email=f"{mailbox.user}@example.net",
-        password=mailbox.password,
-        imap_host="127.0.0.1",
-        imap_port=mailbox.server.imaps_port,
-        imap_security="tls",
-        username=mailbox.user,
-    )
-    setup_flow.connect(
-        slack.services.db, slack.services.secrets, token, form, timeout=10, ssl_context=mailbox.server.ssl_context
-    )
+    state = connect_mailbox(slack, mailbox)
     state = setup_flow.save_step(
         slack.services.db, state.session_id, team_id="T0001", user_id="U0001", step="folders", sync_mode="labels"
     )
@@ -171,18 +161,7 @@ def test_manifest_matches_the_registered_listeners(slack):
 
 
 def test_status_lists_accounts_without_secrets(slack, mailbox):
-    _, token = setup_flow.start_setup(slack.services.db, team_id="T0001", user_id="U0001")
-    form = setup_flow.ConnectForm(
-        email=f"{mailbox.user}@example.net",
-        password=mailbox.password,
-        imap_host="127.0.0.1",
-        imap_port=mailbox.server.imaps_port,
-        imap_security="tls",
-        username=mailbox.user,
-    )
-    setup_flow.connect(
-        slack.services.db, slack.services.secrets, token, form, timeout=10, ssl_context=mailbox.server.ssl_context
-    )
+    connect_mailbox(slack, mailbox)
     import_contacts_csv(slack.services.db, team_id="T0001", text="email\na@b.test\n")
     slack.driver.slash_command("")  # with an account, no subcommand means status
     post = slack.fake.wait_for("response_url")[0]

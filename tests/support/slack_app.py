@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -16,6 +17,8 @@ from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.slack_app import SlackDeps, make_web_client
 from bot.web import create_app
+from flows import setup as setup_flow
+from flows.setup import SetupState
 from tests.support.dovecot import DovecotServer
 from tests.support.fake_slack import FakeSlack
 from tests.support.slack_driver import SlackDriver
@@ -90,3 +93,19 @@ def running_app(tmp_path: Path, dovecot: DovecotServer, **settings: str | None) 
         thread.join(timeout=10)
         services.db.dispose()
         fake.stop()
+
+
+def connect_mailbox(harness: SlackHarness, mailbox: Any, *, user_id: str = "U0001") -> SetupState:
+    """Start a setup for user_id and connect the test mailbox through the real flow (as the connect page does)."""
+    _, token = setup_flow.start_setup(harness.services.db, team_id="T0001", user_id=user_id)
+    form = setup_flow.ConnectForm(
+        email=f"{mailbox.user}@example.net",
+        password=mailbox.password,
+        imap_host="127.0.0.1",
+        imap_port=mailbox.server.imaps_port,
+        imap_security="tls",
+        username=mailbox.user,
+    )
+    return setup_flow.connect(
+        harness.services.db, harness.services.secrets, token, form, timeout=10, ssl_context=mailbox.server.ssl_context
+    )
