@@ -59,6 +59,7 @@ def _fail(message: str, code: int) -> NoReturn:
 
 def _services(*, migrate: bool = True, log_level: int = logging.WARNING) -> Services:
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per tick drowns what matters
     try:
         return build_services(load_settings(), migrate=migrate)
     except ConfigError as exc:
