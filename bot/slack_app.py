@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urljoin
@@ -106,6 +107,7 @@ def build_bolt_app(deps: SlackDeps) -> App:
             oauth_settings=oauth_settings,
             token_verification_enabled=False,
             process_before_response=False,
+            listener_executor=_listener_pool(),
         )
     else:
         app = App(
@@ -114,6 +116,7 @@ def build_bolt_app(deps: SlackDeps) -> App:
             client=deps.client,
             token_verification_enabled=False,  # no auth.test at start: the app must start while Slack is unreachable
             process_before_response=False,  # ack first; the listener goes on in Bolt's thread pool
+            listener_executor=_listener_pool(),
         )
     register_all(app, deps)
 
@@ -122,6 +125,12 @@ def build_bolt_app(deps: SlackDeps) -> App:
         log.error("Slack listener failed for a %s request", body.get("type") or body.get("command"), exc_info=error)
 
     return app
+
+
+def _listener_pool() -> ThreadPoolExecutor:
+    # Bolt's default pool has 5 threads; a burst of clicks whose handlers wait on IMAP (previews) or the
+    # database would then delay the acks of the requests behind them (measured in bench/ack_latency).
+    return ThreadPoolExecutor(max_workers=32, thread_name_prefix="slack")
 
 
 class SlackHttpRequest(BoltRequest):

@@ -7,6 +7,8 @@ import logging
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import uvicorn
 from slack_bolt import App, BoltRequest, BoltResponse
@@ -24,16 +26,19 @@ from models.db import ping, session_scope
 from sync.scheduler import HEARTBEAT_NAME
 
 log = logging.getLogger(__name__)
+Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
 
 
-def create_app(services: Services, slack: SlackDeps | None = None, bolt: App | None = None) -> Starlette:
+def create_app(
+    services: Services, slack: SlackDeps | None = None, bolt: App | None = None, lifespan: Lifespan | None = None
+) -> Starlette:
     """The ASGI app; handlers never block the event loop (Bolt and the database run in threads)."""
     max_age = dt.timedelta(seconds=max(30.0, services.settings.tick_seconds * 6))
 
     def _health() -> tuple[bool, dict[str, object]]:
         if not ping(services.db):
             return False, {"database": "down"}
-        with session_scope(services.db) as session:
+        with session_scope(services.db, readonly=True) as session:
             ticked = account_queries.last_heartbeat(session, name=HEARTBEAT_NAME)
         fresh = ticked is not None and utcnow() - ticked <= max_age
         return fresh, {
@@ -79,7 +84,7 @@ def create_app(services: Services, slack: SlackDeps | None = None, bolt: App | N
             routes.append(Route(oauth.install_path, slack_install, methods=["GET"]))
             routes.append(Route(oauth.redirect_uri_path, slack_oauth_redirect, methods=["GET"]))
         routes += connect_routes(slack)
-    return Starlette(routes=routes)
+    return Starlette(routes=routes, lifespan=lifespan)
 
 
 def _response(result: BoltResponse) -> Response:
@@ -119,15 +124,23 @@ def serve(services: Services) -> None:
         socket_handler = SocketModeHandler(bolt, services.settings.slack_app_token)
         socket_handler.connect()  # events arrive over the socket; the connect page still needs HTTP
         log.info("Socket Mode connected")
-    worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())
-    log.info("started worker process %s", worker.pid)
-    try:
-        uvicorn.run(create_app(services, slack, bolt), host="0.0.0.0", port=services.settings.port, log_level="info")
-    finally:
-        if socket_handler is not None:
-            socket_handler.close()
-        worker.terminate()
+
+    @asynccontextmanager
+    async def worker_process(_app: Starlette) -> AsyncIterator[None]:
+        # Started and stopped by the ASGI lifespan: uvicorn re-raises SIGTERM after its shutdown, so a
+        # `finally` after uvicorn.run() would never run and the worker would outlive serve.
+        worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())
+        log.info("started worker process %s", worker.pid)
         try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
+            yield
+        finally:
+            if socket_handler is not None:
+                socket_handler.close()
+            worker.terminate()
+            try:
+                worker.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                worker.kill()
+
+    app = create_app(services, slack, bolt, lifespan=worker_process)
+    uvicorn.run(app, host="0.0.0.0", port=services.settings.port, log_level="info")

@@ -15,7 +15,7 @@ def export_messages(db: Engine, *, account_id: int, page: int = 500) -> Iterator
     """One dict per message, page by page so memory stays bounded."""
     after = 0
     while True:
-        with session_scope(db) as session:
+        with session_scope(db, readonly=True) as session:
             rows = message_queries.export_page(session, account_id=account_id, after_id=after, limit=page)
         if not rows:
             return

@@ -49,7 +49,7 @@ class AccountSummary:
 
 def summaries(db: Engine, *, team_id: str, user_id: str) -> list[AccountSummary]:
     """A person's accounts (never another person's), with counts and the running sync's progress."""
-    with session_scope(db) as session:
+    with session_scope(db, readonly=True) as session:
         accounts = account_queries.accounts_of(session, team_id=team_id, user_id=user_id)
         counts = account_queries.message_counts(session, [a.id for a in accounts if a.id is not None])
         out = []
@@ -211,7 +211,7 @@ def delete_my_data(db: Engine, *, team_id: str, user_id: str) -> int:
 
 def general_settings(db: Engine, *, team_id: str, user_id: str) -> tuple[UserSettings, list[str]]:
     """A person's general settings and blocked addresses."""
-    with session_scope(db) as session:
+    with session_scope(db, readonly=True) as session:
         prefs = setup_queries.get_user_settings(session, team_id=team_id, user_id=user_id)
         blocked = sorted(account_queries.blocked_patterns(session, team_id=team_id, user_id=user_id))
         return prefs, blocked
@@ -239,7 +239,7 @@ def save_general_settings(
 
 def owner_of(db: Engine, account_id: int) -> tuple[str, str] | None:
     """(team, user) owning an account, or None if it is gone."""
-    with session_scope(db) as session:
+    with session_scope(db, readonly=True) as session:
         account = account_queries.get_account(session, account_id)
         return (account.team_id, account.user_id) if account else None
 

@@ -137,7 +137,7 @@ def start_setup(
 
 def load(db: Engine, session_id: int, *, team_id: str, user_id: str) -> SetupState:
     """A setup session, only for its owner (ids from Slack payloads prove nothing)."""
-    with session_scope(db) as session:
+    with session_scope(db, readonly=True) as session:
         row = _owned(session, session_id, team_id, user_id)
         return _state(session, row)
 
@@ -152,7 +152,7 @@ def bind_view(db: Engine, session_id: int, *, team_id: str, user_id: str, view_i
 
 def check_link(db: Engine, token: str) -> SetupState:
     """The setup a connect link belongs to, or LinkProblem (unknown, expired, used)."""
-    with session_scope(db) as session:
+    with session_scope(db, readonly=True) as session:
         row = _by_token(session, token)
         return _state(session, row)
 
@@ -171,7 +171,7 @@ def connect(
     Raises LinkProblem, FieldError (bad form input) or a SyncError explaining the failure; a failure
     leaves the link usable, so a typo costs nothing.
     """
-    with session_scope(db) as session:
+    with session_scope(db, readonly=True) as session:
         _by_token(session, token)
     email = form.email.strip().lower()
     if "@" not in email or email.startswith("@") or email.endswith("@"):

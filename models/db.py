@@ -11,6 +11,7 @@ from sqlalchemy import Engine, create_engine, event, text
 from sqlmodel import Session
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+READONLY_OPTION = "emailsync_readonly"
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -32,17 +33,24 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:
             # serve, worker and sync share one file: a deferred transaction that later writes can fail
-            # at once with "database is locked"; IMMEDIATE waits for the busy timeout instead.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # at once with "database is locked"; IMMEDIATE waits for the busy timeout instead. A read-only
+            # session needs no lock at all: in WAL mode its snapshot never waits for a writer.
+            readonly = conn.get_execution_options().get(READONLY_OPTION)
+            conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """One session per job run or request: commit on success, roll back on error."""
-    with Session(engine, expire_on_commit=False) as session:
+def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session]:
+    """One session per job run or request: commit on success, roll back on error.
+
+    readonly=True is for sessions that only read (web handlers, Home tabs): on SQLite they never queue
+    behind a sync's writes.
+    """
+    bind = engine.execution_options(**{READONLY_OPTION: True}) if readonly else engine
+    with Session(bind, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()

@@ -68,13 +68,13 @@ def _for_each_account(deps: SlackDeps, verb: str, team_id: str, user_id: str) ->
 
 
 def _accounts(deps: SlackDeps, team_id: str, user_id: str) -> list[Any]:
-    with session_scope(deps.services.db) as session:
+    with session_scope(deps.services.db, readonly=True) as session:
         return [a for a in account_queries.list_accounts(session, team_id=team_id) if a.user_id == user_id]
 
 
 def _status(deps: SlackDeps, team_id: str, user_id: str) -> dict[str, Any]:
     accounts = _accounts(deps, team_id, user_id)
-    with session_scope(deps.services.db) as session:
+    with session_scope(deps.services.db, readonly=True) as session:
         counts = account_queries.message_counts(session, [a.id for a in accounts])
     return messages.status_message(accounts, counts)
 
