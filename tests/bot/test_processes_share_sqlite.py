@@ -103,7 +103,8 @@ def test_serve_worker_and_sync_together(tmp_path, dovecot):
     # serve stops its worker child when it is stopped itself (nothing outlives it).
     child = re.search(r"started worker process (\d+)", logs[0].read_text())
     assert child is not None
-    assert not Path(f"/proc/{child.group(1)}").exists() or "zombie" in Path(f"/proc/{child.group(1)}/status").read_text()
+    proc = Path(f"/proc/{child.group(1)}")
+    assert not proc.exists() or "zombie" in (proc / "status").read_text()
     text = "\n".join(p.read_text() for p in logs)
     assert "database is locked" not in text
     assert "Traceback" not in text, text[-5000:]
