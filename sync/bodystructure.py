@@ -18,7 +18,7 @@ import binascii
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from email.message import Message as EmailMessage
-from email.utils import collapse_rfc2231_value, decode_params
+from email.utils import collapse_rfc2231_value, decode_params, unquote
 
 from sync.parse import Body, decode_words, make_snippet, strip_html
 
@@ -48,10 +48,13 @@ class BodyPlan:
     text: TextPart | None = None
     html: TextPart | None = None
     attachments: list[dict[str, object]] = field(default_factory=list)
+    single: bool = False  # the message is one text part: its body is all there is after the header
 
     def parts(self) -> tuple[TextPart, ...]:
         """The parts to fetch, text first."""
-        return tuple(p for p in (self.text, self.html) if p is not None)
+        if self.text is None:
+            return () if self.html is None else (self.html,)
+        return (self.text,) if self.html is None else (self.text, self.html)
 
     def specs(self) -> tuple[str, ...]:
         """Part numbers to fetch; messages with the same specs share one FETCH."""
@@ -60,6 +63,10 @@ class BodyPlan:
     def octets(self) -> int:
         """Bytes the FETCH of the parts brings (memory is bounded by summing this)."""
         return sum(p.octets for p in self.parts())
+
+    def sections(self) -> tuple[str, ...]:
+        """The body sections to FETCH: "" (the whole message) for a single part, else the parts."""
+        return ("",) if self.single else self.specs()
 
 
 def plan_body(structure: object) -> BodyPlan | None:
@@ -71,6 +78,7 @@ def plan_body(structure: object) -> BodyPlan | None:
         _visit(structure, "", plan, 0)
     except (_Unplannable, TypeError, ValueError, IndexError, AttributeError, RecursionError):
         return None
+    plan.single = not _is_multipart(structure) and plan.specs() == ("1",)
     return plan
 
 
@@ -102,12 +110,17 @@ def decode_part(data: bytes, part: TextPart) -> str:
 def decoded_size(encoding: str, octets: int) -> int:
     """The decoded size of a part from its encoded size, without reading it.
 
-    base64 carries 3 bytes in 4 characters on lines of 76 characters plus CRLF; other encodings are
+    base64 carries 3 bytes in 4 characters, on lines of 76 characters ended by CRLF (the last line's
+    CRLF may be missing: of the two counts, the one leaving a multiple of 4 characters is taken). For
+    such lines the result is exact up to the padding, at most 2 bytes over. Other encodings are
     counted as sent (quoted-printable attachments are rare and only shrink when decoded).
     """
     if encoding == "base64":
-        chars = octets - 2 * (octets // 78)
-        return chars * 3 // 4
+        lines = -(-octets // 78)
+        chars = octets - 2 * lines
+        if chars % 4 and (chars + 2) % 4 == 0:
+            chars += 2  # the last line has no CRLF of its own
+        return max(0, chars * 3 // 4)
     return octets
 
 
@@ -123,7 +136,7 @@ def _is_multipart(node: Sequence[object]) -> bool:
 def _children(node: Sequence[object]) -> list[Sequence[object]]:
     if isinstance(node[0], list):
         return node[0]
-    out = []
+    out: list[Sequence[object]] = []
     for item in node:
         if not isinstance(item, (list, tuple)):
             break
@@ -213,9 +226,15 @@ def _params(value: object) -> list[tuple[str, object]]:
     pairs = [(_text(value[i]) or "", _text(value[i + 1]) or "") for i in range(0, len(value), 2)]
     if any("*" in name for name, _ in pairs):
         # The server passed RFC 2231 parameters through as written: collapse them like the email package.
-        decoded: list[tuple[str, object]] = decode_params([("", ""), *pairs])[1:]
-        return [(name.lower(), val) for name, val in decoded]
+        return [(name.lower(), _unquote(val)) for name, val in decode_params([("", ""), *pairs])[1:]]
     return [(name.lower(), val) for name, val in pairs]
+
+
+def _unquote(value: object) -> object:
+    """decode_params hands values back quoted; Message.get_param unquotes them the same way."""
+    if isinstance(value, tuple):
+        return value[0], value[1], unquote(value[2])
+    return unquote(value) if isinstance(value, str) else value
 
 
 def _param(params: list[tuple[str, object]], name: str) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import hashlib
+import imaplib
 import logging
 import os
 import time
@@ -27,11 +28,11 @@ from models.db import session_scope
 from models.secrets import SecretBox, SecretKeyError
 from models.tables import EmailAccount, Folder, SyncRun
 from sync.backoff import backoff_seconds
+from sync.bodystructure import BodyPlan, build_body, plan_body
 from sync.errors import AuthFailed, FolderGone, LeaseLost, ProtocolError, SyncError, Throttled
+from sync.fetch import Command, FetchData, FetchPipe
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
 from sync.imap_session import SslContextFactory, account_login, default_ssl_context, fetch_uid_range, imap_session
-from sync.bodystructure import BodyPlan, build_body, plan_body
-from sync.fetch import Command, fetch_many
 from sync.notifier import Notifier, RunReport
 from sync.parse import Body, Headers, parse_body, parse_headers
 
@@ -119,10 +120,12 @@ class _Candidate:
     headers: Headers
     gm_msgid: int | None
     plan: BodyPlan | None = None  # from BODYSTRUCTURE; None: fetch and parse the whole message
+    header_len: int = 0  # bytes of the header block (BODY[HEADER], blank line included)
     body: Body | None = None
     truncated: bool = False
     failed: bool = False
     extra_uids: list[tuple[int, str]] = field(default_factory=list)  # same message twice in one folder
+    pk: int | None = None  # once stored
 
     def key(self) -> mailstore.DedupKey:
         if self.gm_msgid is not None:
@@ -130,6 +133,22 @@ class _Candidate:
         if self.headers.message_id:
             return ("mid", self.headers.message_id, self.size)
         return ("hash", self.headers.header_hash, self.size)
+
+
+@dataclass
+class _BatchWrite:
+    """What one batch commits, kept until its turn (see _process_batch)."""
+
+    folder: Folder
+    cursor: dict[str, int]
+    processed: int
+    stored: list[_Candidate] = field(default_factory=list)
+    locations: list[dict[str, Any]] = field(default_factory=list)  # of messages already stored
+    late_locations: list[tuple[_Candidate, int, str]] = field(default_factory=list)  # of the batch before
+    skipped: int = 0
+
+    def stored_by_key(self) -> dict[mailstore.DedupKey, _Candidate]:
+        return {c.key(): c for c in self.stored}
 
 
 class _AccountSync:
@@ -143,8 +162,13 @@ class _AccountSync:
         self.deadline = time.monotonic() + budget if budget else None
         self.started = time.monotonic()
         self.last_progress = 0.0
-        self.slice_batches = 0
+        self.slice_batches = 0  # committed in this slice
+        self.batches_begun = 0  # started in this slice
         self.removed_locations = False
+        self._pipe: FetchPipe | None = None
+        self._ahead: tuple[tuple[int, ...], bytes] | None = None  # (UIDs, tag) of a header FETCH sent ahead
+        self._pending: _BatchWrite | None = None  # a batch fetched but not committed yet
+        self._structure = deps.config.use_bodystructure  # ask for BODYSTRUCTURE (until a server refuses)
 
     # ---- the run ---------------------------------------------------------------------------------
 
@@ -353,8 +377,8 @@ class _AccountSync:
         # `n:*` always returns the last message, even below n: drop what is not above the cursor.
         uids = sorted(u for u in client.search(["UID", f"{folder.fwd_uid + 1}:*"]) if u > folder.fwd_uid)
         self.run_row.total += len(uids)
-        for batch in _chunks(uids, self.cfg.batch_size):
-            self._process_batch(client, folder, batch, past=False, cursor={"fwd_uid": max(batch)})
+        for batch, ahead in _with_next(_chunks(uids, self.cfg.batch_size)):
+            self._process_batch(client, folder, batch, past=False, cursor={"fwd_uid": max(batch)}, next_uids=ahead)
             folder.fwd_uid = max(batch)
 
     def _sync_flags_condstore(self, client: IMAPClient, folder: Folder, modseq: int | None) -> None:
@@ -419,8 +443,8 @@ class _AccountSync:
             hi = lo - 1
         # The run's total was estimated from MESSAGES; now this folder's exact count is known.
         self.run_row.total += len(pending) - self.estimates.pop(folder.id, 0)  # type: ignore[arg-type]
-        for batch in _chunks(list(pending), self.cfg.batch_size):
-            self._process_batch(client, folder, batch, past=True, cursor={"backfill_hi": min(batch)})
+        for batch, ahead in _with_next(_chunks(pending, self.cfg.batch_size)):
+            self._process_batch(client, folder, batch, past=True, cursor={"backfill_hi": min(batch)}, next_uids=ahead)
             folder.backfill_hi = min(batch)
         with self._writing() as session:
             if folder.rematch:
@@ -434,63 +458,105 @@ class _AccountSync:
     # ---- one batch -------------------------------------------------------------------------------
 
     def _process_batch(
-        self, client: IMAPClient, folder: Folder, uids: Sequence[int], *, past: bool, cursor: dict[str, int]
+        self,
+        client: IMAPClient,
+        folder: Folder,
+        uids: Sequence[int],
+        *,
+        past: bool,
+        cursor: dict[str, int],
+        next_uids: Sequence[int] | None = None,
     ) -> None:
-        """Headers first, filter, bodies only for what is kept, then commit messages and cursor together."""
-        if self.slice_batches:
-            self._check_budget()  # at least one batch per slice, so every slice makes progress
-        items = [b"RFC822.SIZE", b"INTERNALDATE", b"FLAGS", HEADER_ITEM]
-        if self.cfg.use_bodystructure:
-            items.append(STRUCTURE_ITEM)
-        if self.gmail:
-            items.append(b"X-GM-MSGID")
-        resp = fetch_many(client, [(uids, items)])
+        """Headers first, filter, bodies only for what is kept, then commit messages and cursor together.
+
+        ``next_uids`` is the folder's next batch, if any. Then the IMAP server and this process take
+        turns less: that batch's header FETCH is sent right after this batch's last body FETCH, and
+        this batch's commit waits until the next batch's bodies have been asked for, so the server
+        prepares them meanwhile. The commit stays one transaction with its cursor, in batch order, and
+        the last batch of a loop commits before returning. A batch that is not committed yet (because
+        the run stops on an error) is fetched again by the next run, from the cursor.
+        """
+        if self.batches_begun:
+            try:
+                self._check_budget()  # at least one batch per slice, so every slice makes progress
+            except _BudgetExhausted:
+                self._write_pending()
+                raise
+        self.batches_begun += 1
+        pipe = self._pipe_of(client)
+        ahead, self._ahead = self._ahead, None
+        tag = ahead[1] if ahead is not None and ahead[0] == tuple(uids) else pipe.send(uids, self._header_items())
+        try:
+            resp = pipe.collect([tag])
+        except IMAPClientError as exc:
+            if isinstance(exc, imaplib.IMAP4.abort) or not self._structure:
+                raise
+            # A server that refuses BODYSTRUCTURE: whole messages for the rest of the session.
+            log.warning("account %s: BODYSTRUCTURE refused (%s); fetching whole messages", self.account_id, exc)
+            self._structure = False
+            resp = pipe.fetch([(uids, self._header_items())])
         candidates: list[_Candidate] = []
         for uid in uids:
             data = resp.get(uid)
             if data is None:  # expunged since the SEARCH
                 continue
             candidates.append(self._candidate(uid, data))
+        del resp  # the candidates keep what they need; the structures and header blocks can go
         existing = self._existing(candidates)
+        # Messages of the previous batch that are not committed yet count as stored.
+        waiting = self._pending.stored_by_key() if self._pending is not None else {}
+        batch = _BatchWrite(folder=folder, cursor=cursor, processed=len(uids))
         to_store: dict[mailstore.DedupKey, _Candidate] = {}
-        locations: list[dict[str, Any]] = []
-        skipped = 0
         for cand in candidates:
             key = cand.key()
             if key in existing:
-                locations.append(self._location(existing[key], folder, cand.uid, cand.flags))
+                batch.locations.append(self._location(existing[key], folder, cand.uid, cand.flags))
+            elif key in waiting:
+                batch.late_locations.append((waiting[key], cand.uid, cand.flags))
             elif key in to_store:
                 to_store[key].extra_uids.append((cand.uid, cand.flags))
             elif self._filtered_out(cand, folder, past):
-                skipped += 1
+                batch.skipped += 1
             else:
                 to_store[key] = cand
-        self._fetch_bodies(client, list(to_store.values()))
-        failed = sum(1 for c in to_store.values() if c.failed)
+        batch.stored = list(to_store.values())
+        if next_uids and self.deadline is not None and time.monotonic() >= self.deadline:
+            next_uids = None  # this slice ends after this batch: nothing to send ahead
+        self._fetch_bodies(pipe, batch.stored, next_uids)
+        self._write_pending()  # the previous batch, if the body FETCH did not already wait for it
+        self._pending = batch
+        if not next_uids:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        """Commit the batch that waits, if any: messages, addresses, locations, cursor and counts."""
+        batch, self._pending = self._pending, None
+        if batch is None:
+            return
+        folder = batch.folder
         with self._writing() as session:
-            rows = [self._message_row(c, folder) for c in to_store.values()]
+            rows = [self._message_row(c, folder) for c in batch.stored]
             pks = mailstore.insert_messages(session, rows)
-            addresses = []
-            for pk, cand in zip(pks, to_store.values(), strict=True):
+            addresses: list[dict[str, Any]] = []
+            locations = batch.locations
+            for pk, cand in zip(pks, batch.stored, strict=True):
+                cand.pk = pk
                 addresses += [
-                    {
-                        "message_id": pk,
-                        "role": a.role,
-                        "position": a.position,
-                        "email": a.email,
-                        "name": a.name,
-                    }
+                    {"message_id": pk, "role": a.role, "position": a.position, "email": a.email, "name": a.name}
                     for a in cand.headers.addresses
                 ]
                 locations.append(self._location(pk, folder, cand.uid, cand.flags))
                 locations += [self._location(pk, folder, u, f) for u, f in cand.extra_uids]
+            for earlier, uid, flags in batch.late_locations:
+                assert earlier.pk is not None  # its batch committed first
+                locations.append(self._location(earlier.pk, folder, uid, flags))
             mailstore.insert_addresses(session, addresses)
             mailstore.insert_locations(session, locations)
-            mailstore.update_folder(session, folder, **cursor)
-            self.run_row.processed += len(uids)
+            mailstore.update_folder(session, folder, **batch.cursor)
+            self.run_row.processed += batch.processed
             self.run_row.stored += len(pks)
-            self.run_row.skipped += skipped
-            self.run_row.failed_messages += failed
+            self.run_row.skipped += batch.skipped
+            self.run_row.failed_messages += sum(1 for c in batch.stored if c.failed)
             self._save_run_counts(session)
         self._after_commit()
 
@@ -515,13 +581,14 @@ class _AccountSync:
             headers=headers,
             gm_msgid=int(gm) if gm is not None else None,
             plan=plan_body(data.get(STRUCTURE_ITEM)),
+            header_len=len(raw_header),
             failed=failed,
         )
 
     def _existing(self, candidates: list[_Candidate]) -> dict[mailstore.DedupKey, int]:
         if not candidates:
             return {}
-        with session_scope(self.deps.db) as session:
+        with session_scope(self.deps.db, readonly=True) as session:  # no write lock: a snapshot is enough
             return mailstore.find_existing(session, account_id=self.account_id, keys=[c.key() for c in candidates])
 
     def _filtered_out(self, cand: _Candidate, folder: Folder, past: bool) -> bool:
@@ -535,7 +602,21 @@ class _AccountSync:
             return True  # only reached in a re-match, whose SEARCH has no SINCE
         return folder.backfill_scope == "contacts" and not (emails & self.contacts)
 
-    def _fetch_bodies(self, client: IMAPClient, cands: list[_Candidate]) -> None:
+    def _header_items(self) -> list[bytes]:
+        items = [b"RFC822.SIZE", b"INTERNALDATE", b"FLAGS", HEADER_ITEM]
+        if self._structure:
+            items.append(STRUCTURE_ITEM)
+        if self.gmail:
+            items.append(b"X-GM-MSGID")
+        return items
+
+    def _pipe_of(self, client: IMAPClient) -> FetchPipe:
+        if self._pipe is None or self._pipe.client is not client:
+            self._pipe, self._ahead = FetchPipe(client), None
+        return self._pipe
+
+    def _fetch_bodies(self, pipe: FetchPipe, cands: list[_Candidate], next_uids: Sequence[int] | None) -> None:
+        """Bodies in size-bounded rounds of pipelined FETCHes; the next batch's headers are sent after the last."""
         planned: list[_Candidate] = []
         whole: list[_Candidate] = []
         for cand in cands:
@@ -547,24 +628,57 @@ class _AccountSync:
                 cand.body = build_body(cand.plan, {})  # attachments only: the structure says it all
             else:
                 planned.append(cand)
-        self._fetch_text_parts(client, planned)
-        self._fetch_whole(client, whole)
+        rounds: list[tuple[list[Command], Callable[[FetchData], None], list[_Candidate] | None]] = []
+        limit = self.cfg.body_chunk_bytes
+        for chunk in _size_chunks(planned, limit, lambda c: c.plan.octets() + c.header_len):  # type: ignore[union-attr]
+            rounds.append((*self._text_parts_round(chunk), chunk))
+        for chunk in _size_chunks(whole, limit, lambda c: c.size):
+            rounds.append((*self._whole_round(chunk), None))
+        if not rounds and next_uids:
+            self._ahead = (tuple(next_uids), pipe.send(next_uids, self._header_items()))
+        for i, (commands, handle, parts_of) in enumerate(rounds):
+            tags = [pipe.send(uids, items) for uids, items in commands]
+            if i == len(rounds) - 1 and next_uids:
+                self._ahead = (tuple(next_uids), pipe.send(next_uids, self._header_items()))
+            self._write_pending()  # the batch before commits while the server prepares these bodies
+            try:
+                resp = pipe.collect(tags)
+            except IMAPClientError as exc:
+                if isinstance(exc, imaplib.IMAP4.abort) or parts_of is None:
+                    raise
+                # A server that refuses a part number: these messages whole, as before BODYSTRUCTURE.
+                log.warning("account %s: body parts refused (%s); fetching whole messages", self.account_id, exc)
+                commands, handle = self._whole_round(parts_of)
+                resp = pipe.fetch(commands)
+            handle(resp)
+            del resp
 
-    def _fetch_text_parts(self, client: IMAPClient, cands: list[_Candidate]) -> None:
-        """Only the text/plain and text/html parts, one FETCH per set of part numbers, all in one round trip."""
-        for chunk in _size_chunks(cands, self.cfg.body_chunk_bytes, lambda c: c.plan.octets()):  # type: ignore[union-attr]
-            groups: dict[tuple[str, ...], list[int]] = {}
-            for cand in chunk:
-                groups.setdefault(cand.plan.specs(), []).append(cand.uid)  # type: ignore[union-attr]
-            commands: list[Command] = [
-                (uids, [b"BODY.PEEK[%s]" % s.encode() for s in specs]) for specs, uids in groups.items()
-            ]
-            resp = fetch_many(client, commands)
+    def _text_parts_round(self, chunk: list[_Candidate]) -> tuple[list[Command], Callable[[FetchData], None]]:
+        """Only the text/plain and text/html parts: one FETCH per set of part numbers.
+
+        A message that is a single text part is fetched whole (BODY.PEEK[]) and its body cut after
+        the header: the same bytes as its part 1, with the header (already read) once more.
+        """
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for cand in chunk:
+            groups.setdefault(cand.plan.sections(), []).append(cand.uid)  # type: ignore[union-attr]
+        commands: list[Command] = [
+            (uids, [b"BODY.PEEK[%s]" % s.encode() for s in sections]) for sections, uids in groups.items()
+        ]
+
+        def handle(resp: FetchData) -> None:
             for cand in chunk:
                 plan = cand.plan
                 assert plan is not None
                 data = resp.get(cand.uid) or {}
-                parts = {s: data.get(b"BODY[%s]" % s.encode()) for s in plan.specs()}
+                if plan.single:
+                    whole = data.get(BODY_KEY)
+                    if whole is not None and not _after_header(whole, cand.header_len):
+                        self._parse_whole(cand, whole)  # the header FETCH did not match: parse it all
+                        continue
+                    parts = {"1": whole[cand.header_len :] if whole is not None else None}
+                else:
+                    parts = {s: data.get(b"BODY[%s]" % s.encode()) for s in plan.specs()}
                 if any(v is None for v in parts.values()):
                     cand.failed = True  # expunged since the header FETCH
                     continue
@@ -573,23 +687,28 @@ class _AccountSync:
                 except Exception:
                     log.warning("account %s: undecodable body of UID %s", self.account_id, cand.uid, exc_info=True)
                     cand.failed = True
-            del resp
 
-    def _fetch_whole(self, client: IMAPClient, cands: list[_Candidate]) -> None:
-        for chunk in _size_chunks(cands, self.cfg.body_chunk_bytes, lambda c: c.size):
-            by_uid = {c.uid: c for c in chunk}
-            resp = fetch_many(client, [(list(by_uid), [BODY_ITEM])])
-            for uid, cand in by_uid.items():
-                raw = (resp.get(uid) or {}).get(BODY_KEY)
+        return commands, handle
+
+    def _whole_round(self, chunk: list[_Candidate]) -> tuple[list[Command], Callable[[FetchData], None]]:
+        """Whole messages (BODY.PEEK[]), parsed here: for a message without a usable BODYSTRUCTURE."""
+
+        def handle(resp: FetchData) -> None:
+            for cand in chunk:
+                raw = (resp.get(cand.uid) or {}).get(BODY_KEY)
                 if raw is None:
                     cand.failed = True
-                    continue
-                try:
-                    cand.body = parse_body(raw)
-                except Exception:
-                    log.warning("account %s: unparsable body of UID %s", self.account_id, uid, exc_info=True)
-                    cand.failed = True
-            del resp
+                else:
+                    self._parse_whole(cand, raw)
+
+        return [([c.uid for c in chunk], [BODY_ITEM])], handle
+
+    def _parse_whole(self, cand: _Candidate, raw: bytes) -> None:
+        try:
+            cand.body = parse_body(raw)
+        except Exception:
+            log.warning("account %s: unparsable body of UID %s", self.account_id, cand.uid, exc_info=True)
+            cand.failed = True
 
     def _message_row(self, cand: _Candidate, folder: Folder) -> dict[str, Any]:
         body = cand.body
@@ -784,9 +903,21 @@ def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[i : i + size])
 
 
-def _size_chunks(
-    cands: list[_Candidate], limit: int, size: Callable[[_Candidate], int]
-) -> Iterator[list[_Candidate]]:
+def _with_next(batches: Iterator[list[int]]) -> Iterator[tuple[list[int], list[int] | None]]:
+    """Each batch with the one after it (None for the last), one batch ahead only."""
+    current = next(batches, None)
+    while current is not None:
+        following = next(batches, None)
+        yield current, following
+        current = following
+
+
+def _after_header(whole: bytes, header_len: int) -> bool:
+    """Whether ``whole`` (BODY[]) has its header's blank line where BODY[HEADER] ended."""
+    return header_len >= len(whole) or whole[:header_len].endswith((b"\n\r\n", b"\n\n"))
+
+
+def _size_chunks(cands: list[_Candidate], limit: int, size: Callable[[_Candidate], int]) -> Iterator[list[_Candidate]]:
     chunk: list[_Candidate] = []
     total = 0
     for cand in cands:

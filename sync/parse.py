@@ -10,25 +10,34 @@ import re
 from dataclasses import dataclass, field
 from email.header import decode_header
 from email.message import Message as EmailMessage
-from email.parser import BytesHeaderParser, BytesParser
+from email.parser import BytesParser
 from email.policy import compat32
 from email.utils import getaddresses, parsedate_to_datetime
+from functools import lru_cache
 
 ADDRESS_ROLES = ("from", "sender", "reply_to", "to", "cc", "bcc")
-_HEADER_OF_ROLE = {
-    "from": "From",
-    "sender": "Sender",
-    "reply_to": "Reply-To",
-    "to": "To",
-    "cc": "Cc",
-    "bcc": "Bcc",
-}
+_FIELD_OF_ROLE = {role: role.replace("_", "-") for role in ADDRESS_ROLES}  # lower-case header names
 SNIPPET_CHARS = 200
-_header_parser = BytesHeaderParser(policy=compat32)
 _body_parser = BytesParser(policy=compat32)
+# compat32's feedparser: a header line is "From ", a field name and a colon, or a continuation.
+_header_line = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+_WANTED_FIELDS = frozenset(
+    {b"message-id", b"references", b"in-reply-to", b"subject", b"date"} | {f.encode() for f in _FIELD_OF_ROLE.values()}
+)
 _ws = re.compile(r"\s+")
 _tags = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 _msgid = re.compile(r"<[^<>\s]+>")
+# The plain address lists simple_addresses reads; getaddresses's whitespace is exactly " \t\r\n".
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
+_ADDR_SPEC = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+_PHRASE_ATOM = r'[^\s()<>@,:;"\[\]\\]+'
+_not_plain = re.compile(r'["():;\[\]\\]')
+_fws = re.compile(r"[ \t\r\n]+")
+_blank = re.compile(r"[ \t\r\n]*")
+_name_addr = re.compile(
+    rf"[ \t\r\n]*(?:({_PHRASE_ATOM}(?:[ \t\r\n]+{_PHRASE_ATOM})*)[ \t\r\n]*)?<({_ADDR_SPEC})>[ \t\r\n]*"
+)
+_bare_addr = re.compile(rf"[ \t\r\n]*({_ADDR_SPEC})[ \t\r\n]*")
 
 
 @dataclass(slots=True)
@@ -77,7 +86,7 @@ class Body:
 
 def parse_headers(raw_header: bytes) -> Headers:
     """Parse a header block; malformed or 8-bit headers degrade to their readable parts."""
-    fields = _raw_fields(_header_parser.parsebytes(raw_header))
+    fields = header_fields(raw_header)
     message_id = _first_msgid(_first(fields, "message-id"))
     refs = _msgid.findall(_text(_first(fields, "references")) or "")
     in_reply_to = _first_msgid(_first(fields, "in-reply-to"))
@@ -121,9 +130,10 @@ def make_snippet(text: str) -> str:
 
     Only a growing head of the text is looked at: the result equals collapsing the whole text.
     """
-    size = 4 * SNIPPET_CHARS
+    size = 2 * SNIPPET_CHARS
     while True:
-        head = _ws.sub(" ", text[:size]).strip()
+        # str.split() splits at the characters \s matches; joining is the same as _ws.sub + strip.
+        head = " ".join(text[:size].split())
         # Past SNIPPET_CHARS, the head ends in a non-space: the whole text cannot differ before it.
         if len(head) > SNIPPET_CHARS or size >= len(text):
             return head[:SNIPPET_CHARS]
@@ -156,12 +166,60 @@ def decode_words(value: str | None) -> str | None:
         return _ws.sub(" ", value).strip()
 
 
-def _raw_fields(msg: EmailMessage) -> dict[str, list[str]]:
-    """Header values as parsed, 8-bit bytes still as surrogates (msg.get would blur them into U+FFFD)."""
+def header_fields(raw: bytes, wanted: frozenset[bytes] | None = None) -> dict[str, list[str]]:
+    """The values of the wanted header fields (lower-case name -> values in order), decoded.
+
+    Splits the block exactly as compat32's feedparser does (the header ends at the first line that is
+    neither a field, a continuation nor a "From " line; folded values keep their line breaks), without
+    building a Message. Values are decoded like ``_text``: UTF-8, else Windows-1252.
+    """
+    wanted = _WANTED_FIELDS if wanted is None else wanted
+    lines = raw.splitlines(keepends=True)
+    count = 0
+    for line in lines:
+        if not _header_line.match(line):
+            break
+        count += 1
     fields: dict[str, list[str]] = {}
-    for name, value in msg.raw_items():
-        fields.setdefault(name.lower(), []).append(value)
+    name: bytes | None = None  # the field being read, None for no field or one we do not want
+    value: list[bytes] = []
+    for lineno in range(count):
+        line = lines[lineno]
+        if line[:1] in (b" ", b"\t"):
+            if name is not None:  # else it continues a field we skip, or none (a defect, dropped)
+                value.append(line)
+            continue
+        if name is not None:
+            _add_field(fields, name, value)
+            name = None
+        if line.startswith(b"From "):
+            continue  # an mbox envelope line (or a misplaced one): not a header field
+        colon = line.find(b":")
+        if colon <= 0:
+            continue  # ": value" without a name
+        key = line[:colon].lower()
+        if key in wanted:
+            name, value = key, [line[colon + 1 :].lstrip(b" \t")]
+    if name is not None:
+        _add_field(fields, name, value)
     return fields
+
+
+def _add_field(fields: dict[str, list[str]], name: bytes, value: list[bytes]) -> None:
+    raw = b"".join(value).rstrip(b"\r\n")
+    fields.setdefault(name.decode("ascii"), []).append(_decode_header_bytes(raw))
+
+
+def _decode_header_bytes(raw: bytes) -> str:
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        # Not UTF-8: legacy clients wrote 8-bit headers in Windows-1252 far more than anything else.
+        return raw.decode("cp1252", "replace")
 
 
 def _first(fields: dict[str, list[str]], name: str) -> str | None:
@@ -172,19 +230,59 @@ def _first(fields: dict[str, list[str]], name: str) -> str | None:
 def _addresses(fields: dict[str, list[str]]) -> list[Address]:
     out: list[Address] = []
     for role in ADDRESS_ROLES:
-        values = fields.get(_HEADER_OF_ROLE[role].lower())
-        if not values:
-            continue
-        # getaddresses understands group syntax ("team: a@x, b@y;") and comments.
-        pairs = getaddresses([_text(v) or "" for v in values])
-        position = 0
-        for name, addr in pairs:
-            addr = addr.strip().strip("<>").lower()
-            if "@" not in addr:
-                continue
-            out.append(Address(role, position, addr, decode_words(name) or None))
-            position += 1
+        values = fields.get(_FIELD_OF_ROLE[role])
+        if values:
+            # getaddresses joins the values with ", " itself: one string is the same question.
+            out += [
+                Address(role, position, email, name)
+                for position, (email, name) in enumerate(_address_list(", ".join(values)))
+            ]
     return out
+
+
+@lru_cache(maxsize=1024)
+def _address_list(value: str) -> tuple[tuple[str, str | None], ...]:
+    """(lower-case address, decoded display name) of each address in a header value.
+
+    Cached: the owner's address and the regular correspondents come back in most messages.
+    """
+    # getaddresses understands group syntax ("team: a@x, b@y;") and comments; it is also slow,
+    # so the plain forms most mail uses are read by a regex that gives the same pairs.
+    pairs = simple_addresses([value])
+    if pairs is None:
+        pairs = getaddresses([value])
+    out = []
+    for name, addr in pairs:
+        addr = addr.strip().strip("<>").lower()
+        if "@" in addr:
+            out.append((addr, decode_words(name) or None))
+    return tuple(out)
+
+
+def simple_addresses(values: list[str]) -> list[tuple[str, str]] | None:
+    """getaddresses(values) for plain lists ("Name <a@b.c>, d@e.f"); None for anything else.
+
+    Plain means no quotes, comments, groups, routes or domain literals, ASCII dot-atom addresses and
+    display names of atoms (8-bit and encoded words allowed) separated by spaces. For those, the
+    display name getaddresses returns is the atoms joined by single spaces, and the address is as
+    written; anything else goes to getaddresses itself.
+    """
+    joined = ", ".join(values)
+    if _not_plain.search(joined):
+        return None
+    pairs: list[tuple[str, str]] = []
+    for piece in joined.split(","):
+        m = _name_addr.fullmatch(piece)
+        if m is not None:
+            phrase = m.group(1)
+            pairs.append((" ".join(_fws.split(phrase)) if phrase else "", m.group(2)))
+            continue
+        m = _bare_addr.fullmatch(piece)
+        if m is not None:
+            pairs.append(("", m.group(1)))
+        elif not _blank.fullmatch(piece):
+            return None
+    return pairs
 
 
 def _text(value: object) -> str | None:
@@ -253,4 +351,3 @@ def _decode_bytes(data: bytes, charset: str | None) -> str:
         return data.decode(charset or "utf-8", "replace")
     except LookupError:  # an unknown charset name
         return data.decode("utf-8", "replace")
-
