@@ -229,3 +229,18 @@ def mark_sweep_pending(session: Session, *, account_id: int, pending: bool = Tru
     session.exec(
         update(EmailAccount).where(col(EmailAccount.id) == account_id).values(sweep_pending=pending)
     )
+
+
+def save_run_counts(session: Session, run: SyncRun) -> None:
+    """Store a run's counters (the engine keeps them in memory between batches)."""
+    session.exec(
+        update(SyncRun)
+        .where(col(SyncRun.id) == run.id)
+        .values(
+            total=max(run.total, run.processed),
+            processed=run.processed,
+            stored=run.stored,
+            skipped=run.skipped,
+            failed_messages=run.failed_messages,
+        )
+    )

@@ -557,7 +557,7 @@ class _AccountSync:
             self.run_row.stored += len(pks)
             self.run_row.skipped += batch.skipped
             self.run_row.failed_messages += sum(1 for c in batch.stored if c.failed)
-            self._save_run_counts(session)
+            account_queries.save_run_counts(session, self.run_row)
         self._after_commit()
 
     def _candidate(self, uid: int, data: dict[bytes, Any]) -> _Candidate:
@@ -750,20 +750,6 @@ class _AccountSync:
     def _writing(self) -> AbstractContextManager[Session]:
         """A write transaction that first checks, in the same transaction, that we still hold the lease."""
         return _fenced_session(self.deps, self.account_id, self.token)
-
-    def _save_run_counts(self, session: Session) -> None:
-        run = self.run_row
-        session.execute(
-            SyncRun.__table__.update()  # type: ignore[attr-defined]
-            .where(SyncRun.__table__.c.id == run.id)  # type: ignore[attr-defined]
-            .values(
-                total=max(run.total, run.processed),
-                processed=run.processed,
-                stored=run.stored,
-                skipped=run.skipped,
-                failed_messages=run.failed_messages,
-            )
-        )
 
     def _after_commit(self) -> None:
         global _batches_committed
