@@ -222,3 +222,28 @@ def test_wrong_password_gets_a_reconnect_button_and_level_nothing_is_silent(slac
     finally:
         mailbox.server.set_password(mailbox.user, mailbox.password)
     assert list(export_messages(slack.services.db, account_id=account)) == []
+
+
+def test_a_repeated_error_is_reminded_daily_and_errors_only_mutes_progress(slack, mailbox, monkeypatch):
+    from flows import lifecycle
+
+    account = connect_account(slack, mailbox, start="now")
+    clock = Clock()
+    monkeypatch.setattr("bot.notifier.utcnow", clock)
+    notifier = SlackNotifier(slack.services.db, lambda _team: slack.deps.client)
+    lifecycle.save_general_settings(slack.services.db, team_id="T0001", user_id="U0001", notification_level="errors")
+
+    def errors_posted() -> int:
+        return len([c for c in slack.fake.calls_to("chat.postMessage") if "stopped" in c.args.get("text", "")])
+
+    notifier.sync_started(report(slack, account))
+    assert slack.fake.calls_to("chat.postMessage") == []  # errors only: no progress message
+    for hours in (0, 1, 22):  # 23 hours after the first message: still quiet
+        clock.now += dt.timedelta(hours=hours)
+        notifier.sync_failed(report(slack, account), "timeout", "The server did not answer in time.", "")
+    assert errors_posted() == 1
+    clock.now += dt.timedelta(hours=1, minutes=1)  # a day after the first message
+    notifier.sync_failed(report(slack, account), "timeout", "The server did not answer in time.", "")
+    assert errors_posted() == 2
+    notifier.sync_failed(report(slack, account), "auth_failed", "The server rejected the password.", "")
+    assert errors_posted() == 3  # a different error is news at once
