@@ -327,6 +327,9 @@ class AckBench:
             "PORT": str(self.port),
             "SSL_CERT_FILE": str(self.server.cafile),
             "EMAILSYNC_TICK_SECONDS": "1",
+            # the bench's Dovecot listens on loopback, on high ports
+            "EMAILSYNC_ALLOW_PRIVATE_HOSTS": "127.0.0.0/8",
+            "EMAILSYNC_ALLOW_PORTS": "1024-65535",
         }
 
     def start(self) -> None:

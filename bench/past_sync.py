@@ -378,8 +378,9 @@ def _engine_deps(spec: dict[str, Any]) -> Any:
     from models.secrets import SecretBox
     from sync.engine import EngineConfig, EngineDeps
     from sync.notifier import LoggingNotifier
+    from tests.support.network import LOOPBACK_POLICY
 
-    config = EngineConfig(ssl_context=_ssl_context_factory(spec["cafile"]))
+    config = EngineConfig(ssl_context=_ssl_context_factory(spec["cafile"]), outbound=LOOPBACK_POLICY)
     return EngineDeps(
         db=make_engine(spec["db"]),
         secrets=SecretBox([spec["key"]]),
@@ -665,6 +666,7 @@ class Bench:
         from models.db import make_engine, upgrade
         from models.secrets import SecretBox
         from sync.imap_session import ImapLogin
+        from tests.support.network import LOOPBACK_POLICY
 
         db_path = self.work / f"emailsync-{count}-{int(time.time() * 1000)}.db"
         url = f"sqlite:///{db_path}"
@@ -677,7 +679,12 @@ class Bench:
                 team_id="TBENCH", user_id="UBENCH", email=f"{user}@bench.example", imap=login, start=start
             )
             account_id = add_account(
-                engine, SecretBox([self.key]), draft, timeout=30, ssl_context=self.server.ssl_context
+                engine,
+                SecretBox([self.key]),
+                draft,
+                timeout=30,
+                ssl_context=self.server.ssl_context,
+                outbound=LOOPBACK_POLICY,
             )
         finally:
             engine.dispose()

@@ -122,7 +122,11 @@ def account_add(
     )
     try:
         account_id = account_flows.add_account(
-            services.db, services.secrets, draft, timeout=services.settings.imap_timeout
+            services.db,
+            services.secrets,
+            draft,
+            timeout=services.settings.imap_timeout,
+            outbound=services.settings.outbound_policy,
         )
     except account_flows.FieldError as exc:
         _fail(exc.message, EXIT_USAGE)
@@ -383,7 +387,12 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
     from flows.doctor import run_checks
 
     services = _services(migrate=False)
-    checks = run_checks(services.db, services.secrets, timeout=services.settings.imap_timeout)
+    checks = run_checks(
+        services.db,
+        services.secrets,
+        timeout=services.settings.imap_timeout,
+        outbound=services.settings.outbound_policy,
+    )
     ok = all(c["ok"] for c in checks)
     if as_json:
         _print_json({"ok": ok, "checks": checks})

@@ -14,12 +14,15 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from bot.connect_attempts import AlreadyRunning, Busy, ConnectAttempts, Overdue
 from bot.slack_app import SlackDeps
 from flows import setup as setup_flow
 from flows.accounts import FieldError
+from flows.connect_limits import TooManyAttempts
 from flows.providers import guess_servers
 from flows.setup import ConnectForm, LinkProblem, SetupState
 from sync.errors import AuthFailed, SyncError, Timeout, TlsFailed, Unreachable
+from sync.outbound import HostRefused
 
 log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
@@ -29,17 +32,29 @@ LINK_PROBLEMS = {
     "expired": ("This link has expired", "Connect links work for 15 minutes, to keep your mailbox safe."),
     "used": ("This link was already used", "Each connect link works once. Your mailbox may already be connected."),
     "unknown": ("This link is not valid", "It may be mistyped or belong to someone else."),
+    "locked": (
+        "This link is used up",
+        "It had too many failed sign-in attempts, so it was locked to protect the mailbox. Start again with "
+        "/emailsync in Slack; if the password keeps failing, create an app password at your mail provider.",
+    ),
 }
 ERROR_TITLES = {
     AuthFailed: "The server did not accept the sign-in",
     Unreachable: "We could not reach the server",
     Timeout: "The server did not answer",
     TlsFailed: "The secure connection failed",
+    HostRefused: "This server cannot be used",
 }
 
 
 def routes(deps: SlackDeps) -> list[Route]:
     """The connect page's routes."""
+    settings = deps.services.settings
+    attempts = ConnectAttempts(
+        workers=settings.connect_workers,
+        queue=settings.connect_queue,
+        wait_seconds=settings.connect_deadline + 5.0,
+    )
 
     async def page(request: Request) -> Response:
         token = request.path_params["token"]
@@ -62,49 +77,45 @@ def routes(deps: SlackDeps) -> list[Route]:
                 status=403,
                 error={"title": "Please try again", "text": "The form expired or came from another page.", "fix": ""},
             )
-        try:
-            form, note = _connect_form(values)
-        except ValueError as exc:
-            return _form(
-                request,
-                token,
-                form=_echo(values),
-                status=400,
-                show_advanced=True,
-                error={"title": "Check the server settings", "text": str(exc), "fix": ""},
-            )
-        try:
-            state = await run_in_threadpool(
-                setup_flow.connect,
+        guessed: dict[str, Any] = {}
+
+        def attempt() -> SetupState:
+            form, note = _connect_form(values)  # may look up SRV records: in the pool, never on the event loop
+            guessed.update(form=form, note=note)
+            return setup_flow.connect(
                 deps.services.db,
                 deps.services.secrets,
                 token,
                 form,
-                timeout=deps.services.settings.imap_timeout,
+                timeout=settings.imap_timeout,
                 ssl_context=deps.ssl_context,
+                outbound=settings.outbound_policy,
+                deadline_seconds=settings.connect_deadline,
+                limits=settings.attempt_limits,
             )
+
+        def again(status: int, error: dict[str, str], **extra: Any) -> Response:
+            """The form once more, with what was typed (or guessed) and what went wrong."""
+            shown = _echo(values, guessed.get("form"))
+            return _form(
+                request, token, form=shown, status=status, error=error, guess_note=guessed.get("note", ""), **extra
+            )
+
+        try:
+            state = await attempts.run(setup_flow.hash_token(token), attempt)
+        except ValueError as exc:
+            return again(400, {"title": "Check the server settings", "text": str(exc), "fix": ""}, show_advanced=True)
+        except (Busy, AlreadyRunning, Overdue) as exc:
+            return again(503, _busy_error(exc), retry_after=5)
+        except TooManyAttempts as exc:
+            return again(429, {"title": "Too many failed attempts", "text": exc.message, "fix": ""})
         except LinkProblem as exc:
             return _problem(request, exc.reason)
         except FieldError as exc:
-            return _form(
-                request,
-                token,
-                form=_echo(values, form),
-                status=400,
-                guess_note=note,
-                error={"title": "Check your entry", "text": exc.message, "fix": ""},
-            )
+            return again(400, {"title": "Check your entry", "text": exc.message, "fix": ""})
         except SyncError as exc:
             title = next((t for cls, t in ERROR_TITLES.items() if isinstance(exc, cls)), "The connection failed")
-            return _form(
-                request,
-                token,
-                form=_echo(values, form),
-                status=400,
-                show_advanced=True,
-                guess_note=note,
-                error={"title": title, "text": exc.message, "fix": exc.fix},
-            )
+            return again(400, {"title": title, "text": exc.message, "fix": exc.fix}, show_advanced=True)
         moved = await run_in_threadpool(_advance, deps, state)
         return templates.TemplateResponse(request, "done.html", {"email": state.draft.email, "moved": moved})
 
@@ -122,6 +133,16 @@ def _advance(deps: SlackDeps, state: SetupState) -> str:
     except Exception:  # Slack being down must not turn a good connection into an error page
         log.exception("setup %s: could not tell Slack about the connection", state.session_id)
         return "none"
+
+
+def _busy_error(exc: Exception) -> dict[str, str]:
+    if isinstance(exc, AlreadyRunning):
+        text = "A test of this link is still running. Wait for it to finish, then try again."
+    elif isinstance(exc, Overdue):
+        text = "Testing the connection took too long. Try again in a moment."
+    else:
+        text = "Many connections are being tested right now. Try again in a few seconds."
+    return {"title": "Busy, try again", "text": text, "fix": ""}
 
 
 def _connect_form(values: dict[str, str]) -> tuple[ConnectForm, str]:
@@ -206,6 +227,7 @@ def _form(
     error: dict[str, str] | None = None,
     show_advanced: bool = False,
     guess_note: str = "",
+    retry_after: int | None = None,
 ) -> Response:
     csrf = pysecrets.token_urlsafe(24)
     response = templates.TemplateResponse(
@@ -225,10 +247,12 @@ def _form(
         CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/connect", secure=request.url.scheme == "https"
     )
     response.headers["Cache-Control"] = "no-store"
+    if retry_after is not None:
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
 def _problem(request: Request, reason: str) -> Response:
     title, text = LINK_PROBLEMS[reason]
-    status = 410 if reason in ("expired", "used") else 404
+    status = 410 if reason in ("expired", "used", "locked") else 404
     return templates.TemplateResponse(request, "link_problem.html", {"title": title, "text": text}, status_code=status)

@@ -38,6 +38,7 @@ class Services:
             poll_seconds=s.poll_seconds,
             lease_ttl=s.lease_ttl,
             exit_after_batch=s.test_exit_after_batch,
+            outbound=s.outbound_policy,
         )
 
     def engine_deps(self, role: str) -> EngineDeps:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from flows.connect_limits import AttemptLimits
+from sync.outbound import OutboundPolicy
 
 
 class ConfigError(Exception):
@@ -39,6 +43,17 @@ class Settings(BaseSettings):
     imap_timeout: float = Field(30.0, alias="EMAILSYNC_IMAP_TIMEOUT", gt=0)
     lease_ttl: float = Field(120.0, alias="EMAILSYNC_LEASE_TTL", gt=0)
     slice_seconds: float = Field(300.0, alias="EMAILSYNC_SLICE_SECONDS", gt=0)
+    # Outbound policy: a typed mail server may only be a public address on a mail port, unless allowed here.
+    allow_private_hosts: str = Field("", alias="EMAILSYNC_ALLOW_PRIVATE_HOSTS")  # CIDRs, comma-separated
+    allow_ports: str = Field("", alias="EMAILSYNC_ALLOW_PORTS")  # ports or ranges beyond the mail ports
+    # Connection tests from the connect page: an overall deadline, a pool of their own, failure limits.
+    connect_deadline: float = Field(20.0, alias="EMAILSYNC_CONNECT_DEADLINE", gt=0, le=300)
+    connect_workers: int = Field(4, alias="EMAILSYNC_CONNECT_WORKERS", ge=1, le=64)
+    connect_queue: int = Field(8, alias="EMAILSYNC_CONNECT_QUEUE", ge=0, le=1000)
+    connect_failures_per_link: int = Field(5, alias="EMAILSYNC_CONNECT_FAILURES_PER_LINK", ge=1)
+    connect_failures_per_person: int = Field(10, alias="EMAILSYNC_CONNECT_FAILURES_PER_PERSON", ge=1)
+    connect_failures_per_host: int = Field(30, alias="EMAILSYNC_CONNECT_FAILURES_PER_HOST", ge=1)
+    connect_failure_window_minutes: int = Field(15, alias="EMAILSYNC_CONNECT_FAILURE_WINDOW_MINUTES", ge=1)
     # Test-only: exit the process hard right after committing batch N, so crash tests crash where meant.
     test_exit_after_batch: int | None = Field(None, alias="EMAILSYNC_TEST_EXIT_AFTER_BATCH")
 
@@ -50,6 +65,33 @@ class Settings(BaseSettings):
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value.removeprefix("postgresql://")
         return value
+
+    @field_validator("allow_private_hosts", "allow_ports")
+    @classmethod
+    def _valid_policy(cls, value: str, info: ValidationInfo) -> str:
+        try:
+            if info.field_name == "allow_ports":
+                OutboundPolicy.parse(ports=value)
+            else:
+                OutboundPolicy.parse(networks=value)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; use a comma-separated list like 10.0.0.0/8 or 1024-65535") from None
+        return value
+
+    @property
+    def outbound_policy(self) -> OutboundPolicy:
+        """Where typed mail server names may make this app connect."""
+        return OutboundPolicy.parse(self.allow_private_hosts, self.allow_ports)
+
+    @property
+    def attempt_limits(self) -> AttemptLimits:
+        """The failure limits of connection tests from the connect page."""
+        return AttemptLimits(
+            per_link=self.connect_failures_per_link,
+            per_person=self.connect_failures_per_person,
+            per_host=self.connect_failures_per_host,
+            window=dt.timedelta(minutes=self.connect_failure_window_minutes),
+        )
 
     @property
     def is_sqlite(self) -> bool:

@@ -14,12 +14,15 @@ from models.clock import utcnow
 from models.db import session_scope
 from models.secrets import SecretBox
 from models.tables import Folder
+from sync.deadline import deadline
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
-from sync.imap_session import ImapLogin, SslContextFactory, default_ssl_context, imap_session
+from sync.imap_session import STRICT_POLICY, ImapLogin, SslContextFactory, default_ssl_context, imap_session
+from sync.outbound import OutboundPolicy
 from sync.smtp_check import SmtpLogin, check_smtp
 
 START_OPTIONS = ("now", "1m", "3m", "6m", "1y")
 _MONTHS = {"1m": 1, "3m": 3, "6m": 6, "1y": 12}
+CONNECT_DEADLINE_SECONDS = 20.0  # one connection test, IMAP and SMTP together
 
 
 class FieldError(Exception):
@@ -66,13 +69,24 @@ def start_date_for(option: str, today: dt.date) -> dt.date | None:
 
 
 def check_connection(
-    draft: AccountDraft, *, timeout: float, ssl_context: SslContextFactory = default_ssl_context
+    imap: ImapLogin,
+    smtp: SmtpLogin | None,
+    *,
+    timeout: float,
+    ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
+    deadline_seconds: float = CONNECT_DEADLINE_SECONDS,
 ) -> list[RemoteFolder]:
-    """Log in over IMAP and LIST (and log in over SMTP when given); return the folders."""
-    with imap_session(draft.imap, timeout=timeout, ssl_context=ssl_context) as client:
-        folders = discover_folders(client)
-    if draft.smtp is not None:
-        check_smtp(draft.smtp, timeout=timeout, ssl_context=ssl_context)
+    """Log in over IMAP and LIST (and log in over SMTP when given) within one overall deadline; return the folders.
+
+    The deadline covers both servers: a server that drips one byte every few seconds never trips a read
+    timeout, and a test that holds a thread for minutes is a denial of service.
+    """
+    with deadline(deadline_seconds):
+        with imap_session(imap, timeout=timeout, ssl_context=ssl_context, outbound=outbound) as client:
+            folders = discover_folders(client)
+        if smtp is not None:
+            check_smtp(smtp, timeout=timeout, ssl_context=ssl_context, outbound=outbound)
     return folders
 
 
@@ -97,6 +111,7 @@ def add_account(
     *,
     timeout: float,
     ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
     today: dt.date | None = None,
 ) -> int:
     """Validate, test the login, then save the account with its folders; the first sync is due at once."""
@@ -106,7 +121,7 @@ def add_account(
     with session_scope(db) as session:
         if account_queries.find_account_by_email(session, team_id=draft.team_id, user_id=draft.user_id, email=email):
             raise FieldError("email", f"{email} is already connected for this person; reconnect it instead.")
-    remote = check_connection(draft, timeout=timeout, ssl_context=ssl_context)
+    remote = check_connection(draft.imap, draft.smtp, timeout=timeout, ssl_context=ssl_context, outbound=outbound)
     names = {f.name for f in remote}
     unknown = [name for name in draft.folders if name not in names]
     if unknown:

@@ -12,10 +12,13 @@ from models import accounts as account_queries
 from models.db import alembic_config, ping, session_scope
 from models.secrets import SecretBox, SecretKeyError
 from sync.errors import SyncError
-from sync.imap_session import account_login, imap_session
+from sync.imap_session import STRICT_POLICY, account_login, imap_session
+from sync.outbound import OutboundPolicy
 
 
-def run_checks(db: Engine, secrets: SecretBox, *, timeout: float) -> list[dict[str, Any]]:
+def run_checks(
+    db: Engine, secrets: SecretBox, *, timeout: float, outbound: OutboundPolicy = STRICT_POLICY
+) -> list[dict[str, Any]]:
     """Every check as {name, ok, detail}; stops early only when the database does not answer."""
     checks: list[dict[str, Any]] = []
     if not ping(db):
@@ -44,7 +47,7 @@ def run_checks(db: Engine, secrets: SecretBox, *, timeout: float) -> list[dict[s
             continue
         login = account_login(account, password)
         try:
-            with imap_session(login, timeout=timeout) as client:
+            with imap_session(login, timeout=timeout, outbound=outbound) as client:
                 client.noop()
             checks.append({"name": name, "ok": True, "detail": f"IMAP login to {account.imap_host} works"})
         except SyncError as exc:

@@ -12,25 +12,30 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from flows.accounts import START_OPTIONS, FieldError, start_date_for
+from flows import connect_limits
+from flows.accounts import CONNECT_DEADLINE_SECONDS, START_OPTIONS, FieldError, check_connection, start_date_for
+from flows.connect_limits import AttemptLimits
 from models import accounts as account_queries
+from models import connect_failures as failure_queries
 from models import contacts as contact_queries
 from models import setup_sessions as setup_queries
 from models.clock import utcnow
 from models.db import session_scope
 from models.secrets import SecretBox
 from models.tables import EmailAccount, Folder, SetupSession
-from sync.folders import discover_folders, selected_by_default
+from sync.errors import SyncError
+from sync.folders import selected_by_default
 from sync.imap_session import (
+    STRICT_POLICY,
     ImapLogin,
     SslContextFactory,
     account_login,
     default_ssl_context,
-    imap_session,
     security_of,
 )
+from sync.outbound import OutboundPolicy
 from sync.preview import WindowPreview, preview_window
-from sync.smtp_check import SmtpLogin, check_smtp
+from sync.smtp_check import SmtpLogin
 
 LINK_LIFETIME = dt.timedelta(minutes=15)
 STEPS = ("connect", "tracking", "folders", "start")
@@ -41,7 +46,7 @@ class NotYours(Exception):
 
 
 class LinkProblem(Exception):
-    """A connect link that cannot be used: `reason` is unknown, expired or used."""
+    """A connect link that cannot be used: `reason` is unknown, expired, used or locked (too many failures)."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
@@ -165,14 +170,20 @@ def connect(
     *,
     timeout: float,
     ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
+    deadline_seconds: float = CONNECT_DEADLINE_SECONDS,
+    limits: AttemptLimits = AttemptLimits(),
 ) -> SetupState:
     """Test IMAP (login + LIST) and SMTP (EHLO + AUTH); on success store the secret and folders, use up the link.
 
-    Raises LinkProblem, FieldError (bad form input) or a SyncError explaining the failure; a failure
-    leaves the link usable, so a typo costs nothing.
+    Raises LinkProblem, FieldError (bad form input), TooManyAttempts or a SyncError explaining the
+    failure. A failure leaves the link usable (a typo costs nothing) until `limits.per_link` failures
+    use it up; a success uses it up atomically, so two submits at once give one account.
     """
     with session_scope(db, readonly=True) as session:
-        _by_token(session, token)
+        link = _by_token(session, token)
+        session_id, team_id, user_id = link.id, link.team_id, link.user_id
+    assert session_id is not None
     email = form.email.strip().lower()
     if "@" not in email or email.startswith("@") or email.endswith("@"):
         raise FieldError("email", "Enter the full email address, like name@example.com.")
@@ -184,26 +195,44 @@ def connect(
         raise FieldError("imap_security", "Security must be TLS or STARTTLS.")
     username = form.username.strip() or email
     login = ImapLogin(form.imap_host.strip(), form.imap_port, security_of(form.imap_security), username, form.password)
-    with imap_session(login, timeout=timeout, ssl_context=ssl_context) as client:
-        remote = discover_folders(client)
-    if form.smtp_host.strip():
-        smtp_port = form.smtp_port or (465 if form.smtp_security == "tls" else 587)
-        check_smtp(
-            SmtpLogin(form.smtp_host.strip(), smtp_port, security_of(form.smtp_security), username, form.password),
+    smtp_port = form.smtp_port or (465 if form.smtp_security == "tls" else 587)
+    smtp = (
+        SmtpLogin(form.smtp_host.strip(), smtp_port, security_of(form.smtp_security), username, form.password)
+        if form.smtp_host.strip()
+        else None
+    )
+    host = login.host.lower()
+    connect_limits.check_allowed(db, limits, team_id=team_id, user_id=user_id, host=host)
+    try:
+        remote = check_connection(
+            login,
+            smtp,
             timeout=timeout,
             ssl_context=ssl_context,
+            outbound=outbound,
+            deadline_seconds=deadline_seconds,
         )
+    except SyncError as exc:
+        locked = connect_limits.record_failure(
+            db, limits, session_id=session_id, team_id=team_id, user_id=user_id, host=host, code=exc.code
+        )
+        if locked:
+            raise LinkProblem("locked") from None
+        raise
     with session_scope(db) as session:
-        row = _by_token(session, token)  # again: it may have been used meanwhile by another tab
+        # Use the link up first, in this transaction: of two submits at once only one gets past here.
+        if not failure_queries.claim_link(session, session_id, hash_token(token)):
+            raise LinkProblem("used")
+        row = _owned(session, session_id, team_id, user_id)
         fields: dict[str, Any] = {
             "imap_host": login.host,
             "imap_port": login.port,
             "imap_security": login.security,
             "username": username,
             "secret_encrypted": secret_box.encrypt(form.password),
-            "smtp_host": form.smtp_host.strip() or None,
-            "smtp_port": (form.smtp_port or (465 if form.smtp_security == "tls" else 587)) if form.smtp_host else None,
-            "smtp_security": form.smtp_security if form.smtp_host else None,
+            "smtp_host": smtp.host if smtp else None,
+            "smtp_port": smtp.port if smtp else None,
+            "smtp_security": smtp.security if smtp else None,
         }
         if row.purpose == "reconnect" and row.account_id is not None:
             account = account_queries.get_account(session, row.account_id)
@@ -241,7 +270,6 @@ def connect(
             names = [f.name for f in remote]
             draft.folders = [f.name for f in remote if f.role in ("inbox", "sent")] or names[:1]
             row.draft = draft.to_json()
-        row.used_at = utcnow()
         setup_queries.save(session, row)
         session.flush()
         return _state(session, row)
@@ -340,6 +368,8 @@ def _by_token(session: Any, token: str) -> SetupSession:
     # The hash lookup finds the row; compare_digest keeps the final check constant-time.
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         raise LinkProblem("unknown")
+    if row.locked_reason is not None:
+        raise LinkProblem("locked")
     if row.used_at is not None:
         raise LinkProblem("used")
     if row.expires_at <= utcnow():
@@ -371,6 +401,7 @@ def preview(
     user_id: str,
     timeout: float,
     ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
 ) -> WindowPreview | None:
     """What the chosen past window holds on the server (None for "now" or before connecting)."""
     with session_scope(db) as session:
@@ -390,7 +421,7 @@ def preview(
         login = account_login(account, secret_box.decrypt(account.secret_encrypted))
     since = start_date_for(draft.start, dt.date.today())
     assert since is not None
-    return preview_window(login, names, since, contacts, timeout=timeout, ssl_context=ssl_context)
+    return preview_window(login, names, since, contacts, timeout=timeout, ssl_context=ssl_context, outbound=outbound)
 
 
 def renew_link(db: Engine, session_id: int, *, team_id: str, user_id: str) -> tuple[SetupState, str]:

@@ -231,6 +231,21 @@ class SetupSession(SQLModel, table=True):
     draft: str = Field(default="{}", sa_column=Column(Text, nullable=False))  # JSON of the choices made so far
     finished_at: dt.datetime | None = None
     created_at: dt.datetime = Field(default_factory=utcnow)
+    failed_attempts: int = 0  # failed connection tests through this link
+    locked_reason: str | None = Field(default=None, max_length=16)  # "failures": used up by too many
+
+
+class ConnectFailure(SQLModel, table=True):
+    """A failed connection test from the connect page (no secret), for the per-person and per-server limits."""
+
+    __tablename__ = "connect_failure"
+    __table_args__ = (Index("ix_connect_failure_at", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=32)
+    user_id: str = Field(max_length=32)
+    host: str = Field(max_length=255)
+    code: str = Field(max_length=32)
+    at: dt.datetime = Field(default_factory=utcnow)
 
 
 class ProcessedSlackEvent(SQLModel, table=True):

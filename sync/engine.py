@@ -32,8 +32,16 @@ from sync.bodystructure import BodyPlan, build_body, plan_body
 from sync.errors import AuthFailed, FolderGone, LeaseLost, ProtocolError, SyncError, Throttled
 from sync.fetch import Command, FetchData, FetchPipe
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
-from sync.imap_session import SslContextFactory, account_login, default_ssl_context, fetch_uid_range, imap_session
+from sync.imap_session import (
+    STRICT_POLICY,
+    SslContextFactory,
+    account_login,
+    default_ssl_context,
+    fetch_uid_range,
+    imap_session,
+)
 from sync.notifier import Notifier, RunReport
+from sync.outbound import OutboundPolicy
 from sync.parse import Body, Headers, parse_body, parse_headers
 
 log = logging.getLogger(__name__)
@@ -62,6 +70,7 @@ class EngineConfig:
     progress_seconds: float = 5.0
     exit_after_batch: int | None = None  # test-only: os._exit after committing batch N
     ssl_context: SslContextFactory = default_ssl_context
+    outbound: OutboundPolicy = STRICT_POLICY  # where stored hosts may still point (DNS changes)
 
 
 @dataclass
@@ -193,7 +202,9 @@ class _AccountSync:
             session.add(account)
         login = account_login(account, password)
         try:
-            with imap_session(login, timeout=self.cfg.timeout, ssl_context=self.cfg.ssl_context) as client:
+            with imap_session(
+                login, timeout=self.cfg.timeout, ssl_context=self.cfg.ssl_context, outbound=self.cfg.outbound
+            ) as client:
                 client.normalise_times = False
                 self._sync_mailbox(client)
         except _BudgetExhausted:

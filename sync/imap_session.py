@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import imaplib
 import logging
 import socket
 import ssl
@@ -16,6 +17,7 @@ from imapclient.imapclient import SocketTimeout, seq_to_parenstr_upper
 from imapclient.response_parser import parse_fetch_response
 
 from models.tables import EmailAccount
+from sync.deadline import current_deadline
 from sync.errors import (
     AuthFailed,
     ProtocolError,
@@ -25,11 +27,13 @@ from sync.errors import (
     TlsFailed,
     Unreachable,
 )
+from sync.outbound import OutboundPolicy, open_connection
 
 log = logging.getLogger(__name__)
 
 Security = Literal["tls", "starttls"]
 SslContextFactory = Callable[[], ssl.SSLContext]
+STRICT_POLICY = OutboundPolicy()
 
 APP_PASSWORD_HINT = (
     "Check the address and password. Gmail, iCloud, Yahoo, Outlook and Fastmail need an app password "
@@ -67,28 +71,41 @@ def default_ssl_context() -> ssl.SSLContext:
 
 @contextmanager
 def imap_session(
-    login: ImapLogin, *, timeout: float, ssl_context: SslContextFactory = default_ssl_context
+    login: ImapLogin,
+    *,
+    timeout: float,
+    ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
 ) -> Iterator[IMAPClient]:
-    """A logged-in client; every failure becomes a SyncError, and the session is always closed."""
-    client = connect(login, timeout=timeout, ssl_context=ssl_context)
+    """A logged-in client; every failure becomes a SyncError, and the session is always closed.
+
+    Under a `sync.deadline.deadline()` block the connection is shut down when the deadline passes, and
+    whatever failure that causes becomes a Timeout.
+    """
+    client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound)
     try:
         with translate_errors(login):
-            try:
-                client.login(login.username, login.password)
-            except LoginError as exc:
-                _raise_for_login(exc)
+            client.login(login.username, login.password)
         with translate_errors(login):
             yield client
     finally:
         _close(client)
 
 
-def connect(login: ImapLogin, *, timeout: float, ssl_context: SslContextFactory) -> IMAPClient:
-    """Open the connection and read the greeting (TLS first, or STARTTLS before anything else)."""
+def connect(
+    login: ImapLogin,
+    *,
+    timeout: float,
+    ssl_context: SslContextFactory,
+    outbound: OutboundPolicy = STRICT_POLICY,
+) -> IMAPClient:
+    """Open the connection to a checked address and read the greeting (TLS first, or STARTTLS first)."""
     with translate_errors(login):
+        addresses = outbound.resolve(login.host, login.port)
         context = ssl_context()
-        client = IMAPClient(
+        client = _PinnedIMAPClient(
             login.host,
+            addresses,
             port=login.port,
             ssl=login.security == "tls",
             ssl_context=context,
@@ -103,6 +120,39 @@ def connect(login: ImapLogin, *, timeout: float, ssl_context: SslContextFactory)
         return client
 
 
+class _PinnedIMAP4(imaplib.IMAP4):
+    """imaplib's connection, opened to an address checked by the outbound policy.
+
+    The TLS certificate is still verified for the typed host name (`self.host`), for TLS and for a
+    later STARTTLS alike; the socket is registered with the current deadline before any TLS wrap.
+    """
+
+    def __init__(
+        self, host: str, addresses: list[str], port: int, tls: ssl.SSLContext | None, timeout: float | None
+    ) -> None:
+        self._addresses = addresses
+        self._tls = tls
+        super().__init__(host, port, timeout=timeout)
+
+    def _create_socket(self, timeout: float | None = None) -> socket.socket:
+        sock = open_connection(self._addresses, self.port, timeout)
+        if self._tls is not None:
+            return self._tls.wrap_socket(sock, server_hostname=self.host)
+        return sock
+
+
+class _PinnedIMAPClient(IMAPClient):
+    """IMAPClient whose connection goes to the checked addresses only."""
+
+    def __init__(self, host: str, addresses: list[str], **kwargs: Any) -> None:
+        self._addresses = addresses
+        super().__init__(host, **kwargs)
+
+    def _create_IMAP4(self) -> imaplib.IMAP4:
+        tls = self.ssl_context if self.ssl else None
+        return _PinnedIMAP4(self.host, self._addresses, self.port, tls, getattr(self._timeout, "connect", None))
+
+
 @contextmanager
 def translate_errors(login: ImapLogin) -> Iterator[None]:
     """Turn socket, TLS and IMAP failures into the engine's error classes with a fix."""
@@ -111,53 +161,69 @@ def translate_errors(login: ImapLogin) -> Iterator[None]:
         yield
     except SyncError:
         raise
-    except socket.gaierror:
-        raise Unreachable(
-            f"The mail server {login.host} was not found.",
-            "Check the server name (for example imap.example.com).",
-        ) from None
-    except ConnectionRefusedError:
-        raise Unreachable(
-            f"Nothing answers on {where}.",
-            "Check the port: 993 for TLS, 143 for STARTTLS.",
-        ) from None
-    except ssl.SSLCertVerificationError as exc:
-        raise TlsFailed(
+    except Exception as exc:
+        dl = current_deadline()
+        if dl is not None and dl.expired:
+            # The watchdog shut the connection down: whatever broke next is the deadline's doing.
+            raise Timeout(
+                f"{where} did not finish in time (the limit is {dl.seconds:.0f} s).",
+                "The server is too slow or misbehaving right now; it is tried again later.",
+            ) from None
+        error = _sync_error_for(exc, login, where)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _sync_error_for(exc: Exception, login: ImapLogin, where: str) -> SyncError | None:
+    """The SyncError for a socket, TLS or IMAP failure (None for anything else)."""
+    if isinstance(exc, socket.gaierror):
+        return Unreachable(
+            f"The mail server {login.host} was not found.", "Check the server name (for example imap.example.com)."
+        )
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable(f"Nothing answers on {where}.", "Check the port: 993 for TLS, 143 for STARTTLS.")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TlsFailed(
             f"The certificate of {login.host} is not trusted ({exc.verify_message}).",
             "Ask your mail provider for the right server name; an operator can trust a private CA with SSL_CERT_FILE.",
-        ) from None
-    except ssl.SSLError as exc:
-        raise TlsFailed(
+        )
+    if isinstance(exc, ssl.SSLError):
+        return TlsFailed(
             f"The secure connection to {where} failed ({exc.reason or exc.__class__.__name__}).",
             "Check the security setting: port 993 uses TLS, port 143 uses STARTTLS.",
-        ) from None
-    except TimeoutError:
-        raise Timeout(
+        )
+    if isinstance(exc, TimeoutError):
+        return Timeout(
             f"{where} did not answer in time.",
             "Check the server name, the port and the security (993 uses TLS, 143 uses STARTTLS); "
             "the server may also be down or behind a firewall.",
-        ) from None
-    except LoginError as exc:
-        _raise_for_login(exc)
-    except IMAPClientError as exc:
-        text = str(exc)
-        if "THROTTLED" in text.upper() or "LIMIT" in text.upper():
-            raise Throttled(f"{login.host} asked us to slow down.", "Sync resumes automatically.") from None
-        raise ProtocolError(f"{login.host} answered something unexpected: {_clip(text)}", "") from None
-    except (ConnectionError, OSError, EOFError) as exc:
-        raise Unreachable(
-            f"The connection to {where} was lost ({exc.__class__.__name__}).",
-            "Sync retries automatically.",
-        ) from None
+        )
+    if isinstance(exc, LoginError):
+        return _login_error(exc)
+    if isinstance(exc, IMAPClientError):
+        text = str(exc).upper()
+        if "THROTTLED" in text or "LIMIT" in text:
+            return Throttled(f"{login.host} asked us to slow down.", "Sync resumes automatically.")
+        # Never echo what the server said: a foreign service's banner is not ours to show.
+        return ProtocolError(
+            f"{where} did not answer like an IMAP server.",
+            "Check the server name, the port and the security (993 uses TLS, 143 uses STARTTLS).",
+        )
+    if isinstance(exc, OSError | EOFError):
+        return Unreachable(
+            f"The connection to {where} was lost ({exc.__class__.__name__}).", "Sync retries automatically."
+        )
+    return None
 
 
-def _raise_for_login(exc: LoginError) -> None:
-    text = str(exc)
-    if "THROTTLED" in text.upper():
-        raise Throttled("The server is limiting logins right now.", "Sync retries automatically.") from None
-    if "UNAVAILABLE" in text.upper():
-        raise Throttled("The server is temporarily unavailable.", "Sync retries automatically.") from None
-    raise AuthFailed("The server rejected the username or password.", APP_PASSWORD_HINT) from None
+def _login_error(exc: LoginError) -> SyncError:
+    text = str(exc).upper()
+    if "THROTTLED" in text:
+        return Throttled("The server is limiting logins right now.", "Sync retries automatically.")
+    if "UNAVAILABLE" in text:
+        return Throttled("The server is temporarily unavailable.", "Sync retries automatically.")
+    return AuthFailed("The server rejected the username or password.", APP_PASSWORD_HINT)
 
 
 def _close(client: IMAPClient) -> None:
@@ -168,10 +234,6 @@ def _close(client: IMAPClient) -> None:
             client.shutdown()
         except Exception:
             log.debug("IMAP shutdown failed", exc_info=True)
-
-
-def _clip(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
 
 
 def fetch_uid_range(

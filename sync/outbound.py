@@ -16,6 +16,7 @@ import socket
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from sync.deadline import current_deadline
 from sync.errors import SyncError, Unreachable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -97,6 +98,27 @@ class OutboundPolicy:
         if not addresses:
             raise Unreachable(f"The mail server {name} was not found.", "Check the server name.")
         return addresses
+
+
+def open_connection(addresses: list[str], port: int, timeout: float | None) -> socket.socket:
+    """A TCP connection to the first checked address that accepts, watched by the current deadline."""
+    dl = current_deadline()
+    error: OSError | None = None
+    for address in addresses:
+        wait = timeout
+        if dl is not None:
+            wait = min(timeout or dl.remaining(), dl.remaining())
+            if wait <= 0:
+                raise TimeoutError("deadline passed")
+        try:
+            sock = socket.create_connection((address, port), timeout=wait)
+        except OSError as exc:
+            error = exc
+            continue
+        if dl is not None:
+            dl.watch(sock)
+        return sock
+    raise error or OSError("no address to connect to")
 
 
 def is_public(address: IPAddress) -> bool:

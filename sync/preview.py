@@ -7,7 +7,8 @@ from dataclasses import dataclass
 
 from imapclient.exceptions import IMAPClientError
 
-from sync.imap_session import ImapLogin, SslContextFactory, default_ssl_context, imap_session
+from sync.imap_session import STRICT_POLICY, ImapLogin, SslContextFactory, default_ssl_context, imap_session
+from sync.outbound import OutboundPolicy
 from sync.parse import parse_headers
 
 _ADDRESS_FIELDS = b"BODY.PEEK[HEADER.FIELDS (FROM SENDER REPLY-TO TO CC BCC)]"
@@ -31,6 +32,7 @@ def preview_window(
     *,
     timeout: float,
     ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
     max_header_scan: int = 5000,
     batch: int = 500,
 ) -> WindowPreview:
@@ -39,7 +41,7 @@ def preview_window(
     matched = 0
     scanned = 0
     capped = False
-    with imap_session(login, timeout=timeout, ssl_context=ssl_context) as client:
+    with imap_session(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound) as client:
         for folder in folders:
             try:
                 client.select_folder(folder, readonly=True)

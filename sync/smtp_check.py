@@ -7,8 +7,10 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
+from sync.deadline import current_deadline
 from sync.errors import AuthFailed, ProtocolError, SyncError, Timeout, TlsFailed, Unreachable
-from sync.imap_session import APP_PASSWORD_HINT, Security, SslContextFactory, default_ssl_context
+from sync.imap_session import APP_PASSWORD_HINT, STRICT_POLICY, Security, SslContextFactory, default_ssl_context
+from sync.outbound import OutboundPolicy, open_connection
 
 
 @dataclass(frozen=True)
@@ -22,16 +24,47 @@ class SmtpLogin:
     password: str = field(repr=False)
 
 
-def check_smtp(login: SmtpLogin, *, timeout: float, ssl_context: SslContextFactory = default_ssl_context) -> None:
+class _PinnedSMTP(smtplib.SMTP):
+    """smtplib's client connected to addresses checked by the outbound policy (STARTTLS verifies `_host`)."""
+
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float) -> None:
+        self._addresses = addresses
+        super().__init__(host, port, timeout=timeout)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        return open_connection(self._addresses, port, timeout)
+
+
+class _PinnedSMTPSSL(smtplib.SMTP_SSL):
+    """smtplib's TLS client connected to checked addresses; the certificate is verified for the typed name."""
+
+    def __init__(self, host: str, port: int, addresses: list[str], timeout: float, context: ssl.SSLContext) -> None:
+        self._addresses = addresses
+        self._server_name = host
+        super().__init__(host, port, timeout=timeout, context=context)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock = open_connection(self._addresses, port, timeout)
+        return self.context.wrap_socket(sock, server_hostname=self._server_name)
+
+
+def check_smtp(
+    login: SmtpLogin,
+    *,
+    timeout: float,
+    ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
+) -> None:
     """Connect, EHLO, secure the connection, AUTH; raise a SyncError explaining any failure."""
     where = f"{login.host}:{login.port}"
     client: smtplib.SMTP | None = None
     try:
+        addresses = outbound.resolve(login.host, login.port)
         context = ssl_context()
         if login.security == "tls":
-            client = smtplib.SMTP_SSL(login.host, login.port, timeout=timeout, context=context)
+            client = _PinnedSMTPSSL(login.host, login.port, addresses, timeout, context)
         else:
-            client = smtplib.SMTP(login.host, login.port, timeout=timeout)
+            client = _PinnedSMTP(login.host, login.port, addresses, timeout)
             client.ehlo()
             if not client.has_extn("starttls"):
                 raise TlsFailed(f"{where} does not offer STARTTLS.", "Use port 465 with TLS, or 587 with STARTTLS.")
@@ -40,31 +73,42 @@ def check_smtp(login: SmtpLogin, *, timeout: float, ssl_context: SslContextFacto
         client.login(login.username, login.password)
     except SyncError:
         raise
-    except smtplib.SMTPAuthenticationError:
-        raise AuthFailed("The outgoing (SMTP) server rejected the username or password.", APP_PASSWORD_HINT) from None
-    except smtplib.SMTPNotSupportedError:
-        raise ProtocolError(f"{where} offers no login (AUTH).", "Check the SMTP port: 465 or 587.") from None
-    except socket.gaierror:
-        raise Unreachable(f"The mail server {login.host} was not found.", "Check the SMTP server name.") from None
-    except ConnectionRefusedError:
-        raise Unreachable(f"Nothing answers on {where}.", "Check the port: 465 for TLS, 587 for STARTTLS.") from None
-    except ssl.SSLCertVerificationError as exc:
-        raise TlsFailed(
-            f"The certificate of {login.host} is not trusted ({exc.verify_message}).",
-            "Check the server name; an operator can trust a private CA with SSL_CERT_FILE.",
-        ) from None
-    except ssl.SSLError as exc:
-        raise TlsFailed(
-            f"The secure connection to {where} failed ({exc.reason or exc.__class__.__name__}).",
-            "Port 465 uses TLS, port 587 uses STARTTLS.",
-        ) from None
-    except TimeoutError:
-        raise Timeout(f"{where} did not answer in time.", "Check the server name and port.") from None
-    except (smtplib.SMTPException, OSError) as exc:
-        raise Unreachable(f"The SMTP conversation with {where} failed ({exc.__class__.__name__}).", "") from None
+    except Exception as exc:
+        raise _sync_error_for(exc, login, where) from None
     finally:
         if client is not None:
             try:
                 client.quit()
             except Exception:
                 client.close()
+
+
+def _sync_error_for(exc: Exception, login: SmtpLogin, where: str) -> SyncError:
+    """The SyncError for an SMTP failure; nothing the server said is echoed."""
+    dl = current_deadline()
+    if dl is not None and dl.expired:
+        return Timeout(f"{where} did not finish in time (the limit is {dl.seconds:.0f} s).", "Try again later.")
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        return AuthFailed("The outgoing (SMTP) server rejected the username or password.", APP_PASSWORD_HINT)
+    if isinstance(exc, smtplib.SMTPNotSupportedError):
+        return ProtocolError(f"{where} offers no login (AUTH).", "Check the SMTP port: 465 or 587.")
+    if isinstance(exc, socket.gaierror):
+        return Unreachable(f"The mail server {login.host} was not found.", "Check the SMTP server name.")
+    if isinstance(exc, ConnectionRefusedError):
+        return Unreachable(f"Nothing answers on {where}.", "Check the port: 465 for TLS, 587 for STARTTLS.")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return TlsFailed(
+            f"The certificate of {login.host} is not trusted ({exc.verify_message}).",
+            "Check the server name; an operator can trust a private CA with SSL_CERT_FILE.",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return TlsFailed(
+            f"The secure connection to {where} failed ({exc.reason or exc.__class__.__name__}).",
+            "Port 465 uses TLS, port 587 uses STARTTLS.",
+        )
+    if isinstance(exc, TimeoutError):
+        return Timeout(f"{where} did not answer in time.", "Check the server name and port.")
+    return Unreachable(
+        f"{where} did not answer like an SMTP server ({exc.__class__.__name__}).",
+        "Check the SMTP server name, the port and the security (465 uses TLS, 587 uses STARTTLS).",
+    )

@@ -23,6 +23,7 @@ from sync.engine import EngineConfig, EngineDeps, Outcome, sync_account
 from sync.imap_session import ImapLogin
 from tests.support.dovecot import DovecotServer, start_dovecot
 from tests.support.mail import RecordingNotifier
+from tests.support.network import LOOPBACK_POLICY
 
 PG_ADMIN_URL = os.environ.get("EMAILSYNC_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 TEST_KEY = "yNk0zlX9u1z4Qy3QwXZC7bYV8m2dQdH7f1v6sY0kE2c="
@@ -122,7 +123,7 @@ def notifier() -> RecordingNotifier:
 @pytest.fixture
 def deps(db: Engine, secrets: SecretBox, notifier: RecordingNotifier, dovecot: DovecotServer) -> EngineDeps:
     """Engine dependencies against the test database and Dovecot."""
-    config = EngineConfig(timeout=10, progress_seconds=0, ssl_context=dovecot.ssl_context)
+    config = EngineConfig(timeout=10, progress_seconds=0, ssl_context=dovecot.ssl_context, outbound=LOOPBACK_POLICY)
     return EngineDeps(db=db, secrets=secrets, notifier=notifier, config=config, owner=f"test:{uuid.uuid4().hex[:6]}")
 
 
@@ -134,7 +135,9 @@ def connect(deps: EngineDeps, mailbox: Mailbox) -> Callable[..., int]:
     def _connect(**choices: object) -> int:
         email = f"{mailbox.user}@example.net"
         draft = AccountDraft(team_id=team, user_id="U1", email=email, imap=mailbox.login, **choices)  # type: ignore[arg-type]
-        return add_account(deps.db, deps.secrets, draft, timeout=10, ssl_context=deps.config.ssl_context)
+        return add_account(
+            deps.db, deps.secrets, draft, timeout=10, ssl_context=deps.config.ssl_context, outbound=LOOPBACK_POLICY
+        )
 
     _connect.team = team  # type: ignore[attr-defined]
     return _connect

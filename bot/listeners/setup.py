@@ -253,6 +253,7 @@ def _refresh_preview(
             user_id=state.user_id,
             timeout=settings.imap_timeout,
             ssl_context=deps.ssl_context,
+            outbound=settings.outbound_policy,
         )
     except (SyncError, NotYours) as exc:
         log.info("setup %s: preview failed: %s", state.session_id, exc)

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.support.dovecot import DovecotServer
+from tests.support.network import LOOPBACK_SETTINGS
 
 
 def cli_env(tmp_path: Path, dovecot: DovecotServer | None = None, **extra: str) -> dict[str, str]:
@@ -18,6 +19,7 @@ def cli_env(tmp_path: Path, dovecot: DovecotServer | None = None, **extra: str) 
         EMAILSYNC_DATA_DIR=str(tmp_path / "data"),
         EMAILSYNC_SECRET_KEY="yNk0zlX9u1z4Qy3QwXZC7bYV8m2dQdH7f1v6sY0kE2c=",
         PYTHONUNBUFFERED="1",
+        **LOOPBACK_SETTINGS,
     )
     if dovecot is not None:
         env["SSL_CERT_FILE"] = str(dovecot.cafile)

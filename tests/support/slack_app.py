@@ -21,6 +21,7 @@ from flows import setup as setup_flow
 from flows.setup import SetupState
 from tests.support.dovecot import DovecotServer
 from tests.support.fake_slack import FakeSlack
+from tests.support.network import LOOPBACK_POLICY, LOOPBACK_SETTINGS
 from tests.support.slack_driver import SlackDriver
 
 SIGNING_SECRET = "test-signing-secret"
@@ -64,6 +65,7 @@ def running_app(tmp_path: Path, dovecot: DovecotServer, **settings: str | None) 
         "PUBLIC_BASE_URL": base_url,
         "PORT": str(port),
         "EMAILSYNC_IMAP_TIMEOUT": "10",
+        **LOOPBACK_SETTINGS,
         **settings,
     }
     values = {name: value for name, value in values.items() if value is not None}
@@ -107,5 +109,11 @@ def connect_mailbox(harness: SlackHarness, mailbox: Any, *, user_id: str = "U000
         username=mailbox.user,
     )
     return setup_flow.connect(
-        harness.services.db, harness.services.secrets, token, form, timeout=10, ssl_context=mailbox.server.ssl_context
+        harness.services.db,
+        harness.services.secrets,
+        token,
+        form,
+        timeout=10,
+        ssl_context=mailbox.server.ssl_context,
+        outbound=LOOPBACK_POLICY,
     )

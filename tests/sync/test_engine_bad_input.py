@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from flows.accounts import AccountDraft, check_connection
+from flows.accounts import check_connection
 from flows.export import export_messages
 from models.db import session_scope
 from models.tables import BlockedAddress, EmailAccount
@@ -16,6 +16,7 @@ from sync.engine import Outcome
 from sync.errors import Timeout
 from sync.imap_session import ImapLogin
 from tests.support.mail import make_message
+from tests.support.network import LOOPBACK_POLICY
 
 WHEN = dt.datetime.now(dt.UTC) - dt.timedelta(days=2)
 
@@ -108,8 +109,7 @@ def test_server_that_never_answers_times_out(mailbox):
     conns = []
     threading.Thread(target=lambda: conns.append(listener.accept()), daemon=True).start()
     login = ImapLogin("127.0.0.1", listener.getsockname()[1], "tls", "u", "p")
-    draft = AccountDraft(team_id="T", user_id="U", email="u@example.net", imap=login)
     with pytest.raises(Timeout) as info:
-        check_connection(draft, timeout=1)
+        check_connection(login, None, timeout=1, outbound=LOOPBACK_POLICY)
     assert "did not answer in time" in str(info.value)
     listener.close()

@@ -15,6 +15,7 @@ from models.tables import Folder, MessageLocation
 from sync.engine import Outcome, sync_account
 from tests.support.cli import cli_env, run_cli
 from tests.support.mail import make_message
+from tests.support.network import LOOPBACK_POLICY
 
 WHEN = dt.datetime.now(dt.UTC) - dt.timedelta(days=5)
 
@@ -143,10 +144,10 @@ def test_flags_follow_the_server_without_condstore(tmp_path_factory, db, secrets
         from flows.accounts import AccountDraft, add_account
         from sync.engine import EngineConfig, EngineDeps
 
-        config = EngineConfig(timeout=10, ssl_context=server.ssl_context, flag_pass_seconds=0)
+        config = EngineConfig(timeout=10, ssl_context=server.ssl_context, flag_pass_seconds=0, outbound=LOOPBACK_POLICY)
         deps = EngineDeps(db=db, secrets=secrets, notifier=notifier, config=config, owner="t")
         draft = AccountDraft(team_id="Tnc", user_id="U", email="plain@example.net", imap=box.login, start="1m")
-        account = add_account(db, secrets, draft, timeout=10, ssl_context=server.ssl_context)
+        account = add_account(db, secrets, draft, timeout=10, ssl_context=server.ssl_context, outbound=LOOPBACK_POLICY)
         assert sync_account(deps, account) is Outcome.DONE
         client = server.client("plain", "pw")
         assert b"CONDSTORE" not in client.capabilities()
