@@ -1,0 +1,125 @@
+"""The connect page under attack, served over HTTP: it is not a scanner, not a password-guessing service,
+and a dripping server cannot freeze the web process."""
+
+from __future__ import annotations
+
+import re
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+from sqlmodel import select
+
+import flows.providers
+from flows import setup as setup_flow
+from models.db import session_scope
+from models.tables import EmailAccount
+from tests.support.drip import dripping_server
+from tests.support.slack_app import running_app
+
+
+def new_link(harness, user_id: str = "U0001") -> str:
+    _, token = setup_flow.start_setup(harness.services.db, team_id="T0001", user_id=user_id)
+    return f"{harness.base_url}/connect/{token}"
+
+
+def submit(link: str, timeout: float = 60, **fields: str) -> httpx.Response:
+    with httpx.Client(timeout=timeout) as client:
+        page = client.get(link)
+        assert page.status_code == 200, page.text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
+        return client.post(link, data={"csrf": csrf, **fields})
+
+
+def fields_for(mailbox, **overrides: str) -> dict[str, str]:
+    return {
+        "email": f"{mailbox.user}@example.net",
+        "password": mailbox.password,
+        "imap_host": "127.0.0.1",
+        "imap_port": str(mailbox.server.imaps_port),
+        "imap_security": "tls",
+        "username": mailbox.user,
+        **overrides,
+    }
+
+
+@pytest.fixture
+def strict_app(tmp_path, dovecot):
+    """The app with the production policy: no private networks, mail ports only."""
+    with running_app(tmp_path, dovecot, EMAILSYNC_ALLOW_PRIVATE_HOSTS="", EMAILSYNC_ALLOW_PORTS="") as harness:
+        yield harness
+
+
+def test_loopback_in_any_spelling_is_refused_by_the_page(strict_app, mailbox):
+    for host in ("127.0.0.1", "2130706433", "localhost", "[::1]", "169.254.169.254"):
+        response = submit(new_link(strict_app), **fields_for(mailbox, imap_host=host, imap_port="993"))
+        assert response.status_code == 400, host
+        assert "This server cannot be used" in response.text and "private or local network" in response.text
+    response = submit(new_link(strict_app), **fields_for(mailbox))  # Dovecot's real, non-mail port
+    assert response.status_code == 400 and "is not a mail port" in response.text
+    with session_scope(strict_app.services.db) as session:
+        assert session.exec(select(EmailAccount)).all() == []
+
+
+def test_an_srv_record_pointing_inward_is_refused(strict_app, mailbox, monkeypatch):
+    # A domain someone owns publishes _imaps._tcp pointing at our own loopback.
+    monkeypatch.setattr(
+        flows.providers,
+        "_srv",
+        lambda name, _lifetime: ("127.0.0.1", 993) if name.startswith("_imaps.") else None,
+    )
+    response = submit(
+        new_link(strict_app), email="me@attacker.example", password="x", imap_host="", smtp_host="", imap_port=""
+    )
+    assert response.status_code == 400 and "private or local network" in response.text
+
+
+def test_a_dripping_server_never_freezes_the_web_process(tmp_path, dovecot):
+    settings = {"EMAILSYNC_CONNECT_DEADLINE": "3", "EMAILSYNC_CONNECT_WORKERS": "2", "EMAILSYNC_CONNECT_QUEUE": "2"}
+    with dripping_server(interval=0.5) as port, running_app(tmp_path, dovecot, **settings) as app:
+        fields = {"email": "a@example.net", "password": "x", "imap_host": "127.0.0.1", "imap_port": str(port)}
+        fields["imap_security"] = "starttls"  # the drip is the greeting itself
+        links = [new_link(app, user_id=f"U{n}") for n in range(10)]
+        with ThreadPoolExecutor(12) as pool:
+            started = time.monotonic()
+            answers = [pool.submit(submit, link, **fields) for link in links]
+            twice = pool.submit(submit, links[0], **fields)  # the same link once more, at once
+            health = []
+            while not all(a.done() for a in answers):
+                t0 = time.monotonic()
+                health.append((httpx.get(f"{app.base_url}/healthz", timeout=10).status_code, time.monotonic() - t0))
+                time.sleep(0.1)
+            codes = [a.result().status_code for a in answers]
+            elapsed = time.monotonic() - started
+        # At most workers + queue attempts are taken; the rest are told at once to try again.
+        busy = [a.result() for a in answers if a.result().status_code == 503]
+        assert len(busy) >= 6 and all("Busy, try again" in r.text for r in busy)
+        assert busy[0].headers["retry-after"] == "5"
+        timed_out = [a.result() for a in answers if a.result().status_code == 400]
+        assert timed_out and all("did not finish in time" in r.text for r in timed_out), codes
+        assert twice.result().status_code == 503
+        # Every attempt ended within deadline (x2 for the queued ones) plus a margin; /healthz kept answering.
+        assert elapsed < 3 * 2 + 5
+        assert health and max(seconds for _, seconds in health) < 2
+
+
+def test_password_guessing_uses_up_the_link(slack, mailbox):
+    link = new_link(slack)
+    for _ in range(4):
+        response = submit(link, **fields_for(mailbox, password="guess"))
+        assert response.status_code == 400 and "did not accept the sign-in" in response.text
+    response = submit(link, **fields_for(mailbox, password="guess"))
+    assert response.status_code == 410 and "This link is used up" in response.text
+    locked = httpx.get(link)
+    assert locked.status_code == 410 and "too many failed sign-in attempts" in locked.text
+
+
+def test_a_person_over_the_limit_is_told_when_to_try_again(tmp_path, dovecot, mailbox):
+    with running_app(tmp_path, dovecot, EMAILSYNC_CONNECT_FAILURES_PER_PERSON="2") as app:
+        for _ in range(2):
+            submit(new_link(app), **fields_for(mailbox, password="guess"))
+        response = submit(new_link(app), **fields_for(mailbox))
+        assert response.status_code == 429
+        assert "Too many failed attempts" in response.text and "Try again in 15 minutes" in response.text
+        assert mailbox.password not in response.text
