@@ -111,38 +111,37 @@ def test_old_failures_no_longer_count(db, secrets, mailbox):
     assert attempt(db, secrets, mailbox, token, limits=short).account_id is not None
 
 
+def race(db, secrets, mailbox, token: str) -> list[object]:
+    """Two connection tests of one link started together, so both reach the write together."""
+    start = threading.Barrier(2)
+
+    def context():
+        start.wait(timeout=10)
+        return mailbox.server.ssl_context()
+
+    results: list[object] = []
+
+    def submit() -> None:
+        try:
+            state = setup_flow.connect(
+                db, secrets, token, form_for(mailbox), timeout=10, ssl_context=context, outbound=LOOPBACK_POLICY
+            )
+            results.append(state.account_id)
+        except LinkProblem as exc:
+            results.append(exc.reason)
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
 def test_two_submits_of_one_link_at_once_give_one_account(db, secrets, mailbox):
-    for _ in range(3):
-        _, token = setup_flow.start_setup(db, team_id="T1", user_id=f"U{_}")
-        start = threading.Barrier(2)
-
-        def context():
-            start.wait(timeout=10)  # both connection tests start together, so both reach the write together
-            return mailbox.server.ssl_context()
-
-        results: list[object] = []
-
-        def submit() -> None:
-            try:
-                results.append(
-                    setup_flow.connect(
-                        db,
-                        secrets,
-                        token,
-                        form_for(mailbox),
-                        timeout=10,
-                        ssl_context=context,
-                        outbound=LOOPBACK_POLICY,
-                    )
-                )
-            except LinkProblem as exc:
-                results.append(exc.reason)
-
-        threads = [threading.Thread(target=submit) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
+    for n in range(3):
+        _, token = setup_flow.start_setup(db, team_id="T1", user_id=f"U{n}")
+        results = race(db, secrets, mailbox, token)
         assert sorted(map(str, results)).count("used") == 1, results
     with session_scope(db) as session:
         accounts = session.exec(select(EmailAccount)).all()
