@@ -156,3 +156,17 @@ def test_remove_keeps_or_deletes_mail(tmp_path, dovecot, mailbox):
     assert run_cli(env, "account", "remove", account_id, "--delete-mail").returncode == 0
     assert run_cli(env, "messages", "export", "--account", account_id).returncode == 2
     assert run_cli(env, "account", "remove", "999").returncode == 2
+
+
+def test_account_add_follows_the_outbound_policy(tmp_path, dovecot, mailbox):
+    strict = cli_env(tmp_path, dovecot, EMAILSYNC_ALLOW_PRIVATE_HOSTS="", EMAILSYNC_ALLOW_PORTS="")
+    result = run_cli(strict, *add_args(mailbox), stdin=mailbox.password + "\n")
+    assert result.returncode == 2 and "not a mail port" in result.stderr and "EMAILSYNC_ALLOW_PORTS" in result.stderr
+    ports_only = cli_env(tmp_path, dovecot, EMAILSYNC_ALLOW_PRIVATE_HOSTS="", EMAILSYNC_ALLOW_PORTS="1024-65535")
+    result = run_cli(ports_only, *add_args(mailbox), stdin=mailbox.password + "\n")
+    assert result.returncode == 2 and "private or local network" in result.stderr
+    assert "EMAILSYNC_ALLOW_PRIVATE_HOSTS" in result.stderr and mailbox.password not in result.stderr
+    assert run_cli(strict, "account", "list", "--json").stdout.strip() == "[]"
+    # The operator allows the network and the port: the same command connects.
+    result = run_cli(cli_env(tmp_path, dovecot), *add_args(mailbox), stdin=mailbox.password + "\n")
+    assert result.returncode == 0, result.stderr

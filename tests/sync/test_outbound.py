@@ -12,6 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from flows.accounts import check_connection
+from models.db import session_scope
+from models.tables import EmailAccount
 from sync.errors import ProtocolError, Timeout, TlsFailed, Unreachable
 from sync.imap_session import ImapLogin
 from sync.outbound import HostRefused, OutboundPolicy, is_public
@@ -193,3 +195,14 @@ def test_a_dripping_server_cannot_hold_a_connection_test_past_its_deadline():
             check_connection(login, None, timeout=2, outbound=LOOPBACK_POLICY, deadline_seconds=2)
     assert time.monotonic() - started < 6
     assert "did not finish in time" in info.value.message
+
+
+def test_a_sync_refuses_a_stored_host_that_now_points_inward(deps, connect, run_sync):
+    # Connected while allowed; then the operator narrows the policy (or DNS moved the name inward).
+    account_id = connect()
+    deps.config.outbound = OutboundPolicy.parse(ports="1024-65535")
+    assert run_sync(account_id).value == "failed"
+    with session_scope(deps.db, readonly=True) as session:
+        account = session.get(EmailAccount, account_id)
+        assert account.last_error_code == "refused" and account.state == "error"
+        assert "private or local network" in account.last_error_message
