@@ -174,9 +174,7 @@ def test_a_foreign_banner_is_never_echoed(banner_service, dovecot):
         assert "did not answer like" in text
 
 
-def test_the_connection_goes_to_the_checked_address_and_the_certificate_is_checked_for_the_typed_name(
-    dovecot, mailbox
-):
+def test_the_connection_goes_to_the_checked_address_and_the_certificate_is_checked_for_the_typed_name(dovecot, mailbox):
     # "localhost" is in the test certificate: resolved once, connected by address, verified by name.
     login = ImapLogin("localhost", dovecot.imaps_port, "tls", mailbox.user, mailbox.password)
     folders = check_connection(login, None, timeout=5, ssl_context=dovecot.ssl_context, outbound=LOOPBACK_POLICY)
