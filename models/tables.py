@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import Column, ForeignKey, Index, Integer, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from models.clock import utcnow
@@ -76,7 +76,11 @@ class BlockedAddress(SQLModel, table=True):
 
 
 class Folder(SQLModel, table=True):
-    """An IMAP folder of an account with its sync cursors."""
+    """An IMAP folder of an account with its sync cursors.
+
+    Every number the server gives (UIDVALIDITY, UIDs, UIDNEXT, MESSAGES, MODSEQ) is BIGINT: UIDs and
+    UIDVALIDITY reach 2^32-1 and MODSEQ 2^63-1, beyond a 32-bit INTEGER on PostgreSQL.
+    """
 
     __tablename__ = "folder"
     __table_args__ = (UniqueConstraint("account_id", "name", name="uq_folder_account_name"),)
@@ -87,18 +91,19 @@ class Folder(SQLModel, table=True):
     name: str = Field(max_length=1000)
     role: str | None = Field(default=None, max_length=16)  # inbox sent trash junk drafts archive all
     selected: bool = True
-    uidvalidity: int | None = None
-    setup_uidnext: int | None = None  # UIDNEXT when the folder was first seen: below is past mail
-    fwd_uid: int = 0  # highest UID of new mail committed
-    backfill_hi: int = 0  # past sync: UIDs below this remain to do (newest first)
+    uidvalidity: int | None = Field(default=None, sa_type=BigInteger)
+    # UIDNEXT when the folder was first seen: below is past mail
+    setup_uidnext: int | None = Field(default=None, sa_type=BigInteger)
+    fwd_uid: int = Field(default=0, sa_type=BigInteger)  # highest UID of new mail committed
+    backfill_hi: int = Field(default=0, sa_type=BigInteger)  # past sync: UIDs below this remain to do (newest first)
     backfill_done: bool = False
     backfill_since: dt.date | None = None
     backfill_before: dt.date | None = None  # a widened window only needs mail older than the previous start
     backfill_scope: str = Field(default="all", max_length=16)
     rematch: bool = False  # after a UIDVALIDITY change: match by Message-ID + size before fetching
-    highestmodseq: int | None = None
-    last_uidnext: int | None = None
-    last_messages: int | None = None
+    highestmodseq: int | None = Field(default=None, sa_type=BigInteger)
+    last_uidnext: int | None = Field(default=None, sa_type=BigInteger)
+    last_messages: int | None = Field(default=None, sa_type=BigInteger)
     last_flag_pass_at: dt.datetime | None = None
 
 
@@ -118,8 +123,8 @@ class Message(SQLModel, table=True):
     )
     team_id: str = Field(index=True, max_length=32)
     message_id: str | None = Field(default=None, max_length=998)
-    gm_msgid: int | None = None
-    size: int = 0
+    gm_msgid: int | None = Field(default=None, sa_type=BigInteger)  # Gmail's X-GM-MSGID, 64-bit
+    size: int = Field(default=0, sa_type=BigInteger)  # RFC822.SIZE: unsigned 32-bit
     content_hash: str | None = Field(default=None, max_length=64)
     thread_key: str | None = Field(default=None, max_length=998)
     subject: str | None = Field(default=None, sa_column=Column(Text))
@@ -145,8 +150,8 @@ class MessageLocation(SQLModel, table=True):
         sa_column=Column(Integer, ForeignKey("message.id", ondelete="CASCADE"), nullable=False, index=True)
     )
     folder_id: int = Field(sa_column=Column(Integer, ForeignKey("folder.id", ondelete="CASCADE"), nullable=False))
-    uidvalidity: int
-    uid: int
+    uidvalidity: int = Field(sa_type=BigInteger)
+    uid: int = Field(sa_type=BigInteger)
     flags: str = Field(default="", max_length=1000)  # space-separated, sorted
 
 

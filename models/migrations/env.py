@@ -14,10 +14,29 @@ if engine is None:  # `alembic` run by hand: fall back to DATABASE_URL
 
     engine = make_engine(os.environ.get("DATABASE_URL", "sqlite:///./emailsync.db"))
 
-with engine.begin() as connection:
-    context.configure(
-        connection=connection,
-        target_metadata=SQLModel.metadata,
-        render_as_batch=True,  # SQLite cannot ALTER most things in place
-    )
-    context.run_migrations()
+with engine.connect() as connection:
+    # A batch migration rebuilds a SQLite table: copy, DROP, rename. With foreign keys on, the DROP first
+    # deletes every row, and ON DELETE CASCADE takes the rows of the tables that reference it along
+    # (rebuilding `message` would empty message_location and message_address). SQLite ignores this pragma
+    # inside a transaction, so it is set on the driver's connection before the migration's transaction
+    # begins, the keys are checked before that transaction commits, and the setting is put back after.
+    sqlite = connection.dialect.name == "sqlite"
+    driver = connection.connection.driver_connection if sqlite else None
+    foreign_keys = driver.execute("PRAGMA foreign_keys").fetchone()[0] if driver is not None else 0
+    if driver is not None:
+        driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        with connection.begin():
+            context.configure(
+                connection=connection,
+                target_metadata=SQLModel.metadata,
+                render_as_batch=True,  # SQLite cannot ALTER most things in place
+            )
+            context.run_migrations()
+            if sqlite and foreign_keys:
+                broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                if broken:
+                    raise RuntimeError(f"the migration broke foreign keys: {broken[:10]}")
+    finally:
+        if driver is not None:
+            driver.execute(f"PRAGMA foreign_keys={'ON' if foreign_keys else 'OFF'}")

@@ -242,6 +242,32 @@ class DovecotServer:
             raise DovecotError(f"doveadm {' '.join(args)} failed (exit {res.returncode}): {err}")
         return res.stdout.decode("utf-8", errors="replace")
 
+    def update_mailbox(
+        self,
+        user: str,
+        folder: str,
+        *,
+        uid_validity: int | None = None,
+        min_next_uid: int | None = None,
+        min_highest_modseq: int | None = None,
+    ) -> None:
+        """Set a folder's UIDVALIDITY, or raise its UIDNEXT and HIGHESTMODSEQ (``doveadm mailbox update``).
+
+        Dovecot 2.3.19 limits: UIDNEXT must fit in 32 bits, so the highest UID it assigns is 2^32-2
+        (an APPEND that would take 2^32-1 kills the imap process), and a STORE on UID 2^32-2 trips an
+        assertion too; HIGHESTMODSEQ is not capped at RFC 7162's 2^63-1 (a change at 2^63-1 reports 2^63).
+        """
+        args: list[str] = []
+        if uid_validity is not None:
+            args += ["--uid-validity", str(uid_validity)]
+        if min_next_uid is not None:
+            args += ["--min-next-uid", str(min_next_uid)]
+        if min_highest_modseq is not None:
+            args += ["--min-highest-modseq", str(min_highest_modseq)]
+        if not args:
+            raise ValueError("nothing to update")
+        self.doveadm("mailbox", "update", "-u", user, *args, folder)
+
     # ------------------------------------------------------------- lifecycle
     @property
     def pid(self) -> int | None:

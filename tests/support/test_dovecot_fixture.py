@@ -196,3 +196,16 @@ def test_hide_condstore_and_stop(tmp_path_factory: pytest.TempPathFactory, serve
     with pytest.raises(ProcessLookupError):
         os.kill(master, 0)
     srv.stop()  # idempotent
+
+
+def test_update_mailbox_sets_large_server_numbers(server: DovecotServer) -> None:
+    server.add_user("dave", "pw")
+    server.update_mailbox("dave", "INBOX", uid_validity=2**32 - 1, min_next_uid=2**32 - 3)
+    assert server.append("dave", "pw", "INBOX", _message("near the top")) == 2**32 - 3
+    server.update_mailbox("dave", "INBOX", min_highest_modseq=2**63 - 1)
+    with server.client("dave", "pw") as c:
+        status = c.folder_status("INBOX", ["UIDVALIDITY", "UIDNEXT", "HIGHESTMODSEQ"])
+        c.logout()
+    assert status == {b"UIDVALIDITY": 2**32 - 1, b"UIDNEXT": 2**32 - 2, b"HIGHESTMODSEQ": 2**63 - 1}
+    with pytest.raises(ValueError):
+        server.update_mailbox("dave", "INBOX")
