@@ -110,13 +110,18 @@ def known_uids(session: Session, folder: Folder, *, lo: int, hi: int) -> list[in
 
 def max_known_uid(session: Session, folder: Folder) -> int:
     """The highest UID we hold a location for in this folder (0 if none)."""
-    value = session.execute(
-        select(func.max(col(MessageLocation.uid))).where(
+    return known_uid_range(session, folder)[1]
+
+
+def known_uid_range(session: Session, folder: Folder) -> tuple[int, int]:
+    """The lowest and highest UIDs we hold locations for in this folder ((0, 0) if none)."""
+    low, high = session.execute(
+        select(func.min(col(MessageLocation.uid)), func.max(col(MessageLocation.uid))).where(
             col(MessageLocation.folder_id) == folder.id,
             col(MessageLocation.uidvalidity) == folder.uidvalidity,
         )
-    ).scalar()
-    return int(value or 0)
+    ).one()
+    return int(low or 0), int(high or 0)
 
 
 def location_flags(session: Session, folder: Folder, uids: Sequence[int]) -> dict[int, str]:

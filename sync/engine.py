@@ -422,8 +422,9 @@ class _AccountSync:
             if expunged <= 0:
                 return
         with session_scope(self.deps.db) as session:
-            top = mailstore.max_known_uid(session, folder)
-        lo = 1
+            # From the lowest known UID: UIDs may start anywhere up to 2^32-1, and windows below are empty.
+            lo, top = mailstore.known_uid_range(session, folder)
+        lo = max(lo, 1)
         while lo <= top:
             hi = min(top, lo + self.cfg.search_window - 1)
             with session_scope(self.deps.db) as session:
@@ -442,8 +443,9 @@ class _AccountSync:
         pending = array("I")
         hi = folder.backfill_hi - 1
         since = None if folder.rematch else folder.backfill_since
-        while hi >= 1:
-            lo = max(1, hi - self.cfg.search_window + 1)
+        floor = _lowest_uid(client) if hi >= 1 else 1
+        while hi >= floor:
+            lo = max(floor, hi - self.cfg.search_window + 1)
             criteria: list[Any] = ["UID", f"{lo}:{hi}"]
             if since is not None:
                 criteria += ["SINCE", since]
@@ -874,6 +876,19 @@ def _fenced_session(deps: EngineDeps, account_id: int, token: int) -> Iterator[S
         ):
             raise LeaseLost("Another process took over this account's sync.")
         yield session
+
+
+def _lowest_uid(client: IMAPClient) -> int:
+    """The UID of message 1, below which no window can hold anything (1 for an empty folder).
+
+    UIDs may start anywhere up to 2^32-1: searching 1..UIDNEXT in fixed windows from 1 would cost
+    ~200,000 SEARCHes for a folder whose UIDs sit near the top.
+    """
+    try:
+        found = client.search(["1"])  # a bare "1" is message sequence number 1
+    except IMAPClientError:
+        return 1  # an empty folder: some servers answer BAD for a sequence number that does not exist
+    return min(found) if found else 1
 
 
 def _flags(raw: Iterable[Any]) -> str:

@@ -12,6 +12,7 @@ from models.db import session_scope
 from models.tables import Folder, MessageLocation
 from sync.engine import Outcome
 from tests.support.mail import make_message
+from tests.sync.test_engine_hardening import clear_rawlog, rawlog_commands
 
 UIDVALIDITY = 2**32 - 1
 # Dovecot 2.3 keeps UIDNEXT in 32 bits, so the highest UID it gives out is 2^32-2 (see update_mailbox).
@@ -53,7 +54,10 @@ def test_new_mail_at_the_top_of_uid_uidvalidity_and_modseq(mailbox, connect, run
     assert server_status(mailbox) == {b"UIDVALIDITY": UIDVALIDITY, b"UIDNEXT": TOP_UID + 1,
                                       b"HIGHESTMODSEQ": MAX_MODSEQ - 1}  # fmt: skip
 
+    clear_rawlog(mailbox)
     assert run_sync(account) is Outcome.DONE
+    searches = [c for c in rawlog_commands(mailbox) if " SEARCH " in c.upper()]
+    assert len(searches) <= 4, searches
     folder, locations = inbox_state(deps, account)
     assert locations == {uid: (UIDVALIDITY, "") for uid in uids}
     assert (folder.uidvalidity, folder.setup_uidnext, folder.fwd_uid) == (UIDVALIDITY, TOP_UID - 2, TOP_UID)
@@ -76,15 +80,17 @@ def test_new_mail_at_the_top_of_uid_uidvalidity_and_modseq(mailbox, connect, run
 
 
 def test_past_mail_with_uids_near_the_top(mailbox, connect, run_sync, deps):
-    # The past sync SEARCHes UIDs 1..UIDNEXT-1 in windows of search_window; at the default 20,000 that is
-    # 214,749 SEARCH commands for this folder, so one window covers it here.
-    deps.config.search_window = 2**32
+    # Windows of 20,000 UIDs from UID 1 would be 214,749 SEARCH commands here: the past sync starts at the
+    # lowest UID the folder holds.
     when = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
     mailbox.server.update_mailbox(mailbox.user, "INBOX", uid_validity=UIDVALIDITY, min_next_uid=TOP_UID - 1)
     uids = [mailbox.append("INBOX", make_message(subject=f"past {i}"), date=when) for i in range(2)]
     assert uids == [TOP_UID - 1, TOP_UID]
     account = connect(start="1m")
+    clear_rawlog(mailbox)
     assert run_sync(account) is Outcome.DONE
+    searches = [c for c in rawlog_commands(mailbox) if " SEARCH " in c.upper()]
+    assert len(searches) <= 4, searches
     folder, locations = inbox_state(deps, account)
     assert locations == {uid: (UIDVALIDITY, "") for uid in uids}
     assert (folder.uidvalidity, folder.setup_uidnext, folder.fwd_uid, folder.backfill_done) == (
