@@ -28,6 +28,7 @@ class Settings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
     port: int = Field(3000, alias="PORT", ge=1, le=65535)
+    host: str = Field("0.0.0.0", alias="HOST")
     backend: Literal["local", "procrastinate"] = Field("local", alias="EMAILSYNC_BACKEND")
     data_dir: Path = Field(Path("./.emailsync"), alias="EMAILSYNC_DATA_DIR")
     env: Literal["development", "production"] = Field("development", alias="EMAILSYNC_ENV")
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     imap_timeout: float = Field(30.0, alias="EMAILSYNC_IMAP_TIMEOUT", gt=0)
     lease_ttl: float = Field(120.0, alias="EMAILSYNC_LEASE_TTL", gt=0)
     slice_seconds: float = Field(300.0, alias="EMAILSYNC_SLICE_SECONDS", gt=0)
+    # Web process limits: Slack's payloads are a few KB and the connect form smaller still.
+    max_body_bytes: int = Field(1024 * 1024, alias="EMAILSYNC_MAX_BODY_BYTES", ge=1024)
+    client_timeout: float = Field(10.0, alias="EMAILSYNC_CLIENT_TIMEOUT", gt=0)
     # Test-only: exit the process hard right after committing batch N, so crash tests crash where meant.
     test_exit_after_batch: int | None = Field(None, alias="EMAILSYNC_TEST_EXIT_AFTER_BATCH")
 
