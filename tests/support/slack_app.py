@@ -71,7 +71,7 @@ def running_app(tmp_path: Path, dovecot: DovecotServer, **settings: str | None) 
     deps = SlackDeps(
         services=services,
         client=make_web_client(services.settings),
-        public_base_url=base_url,
+        public_base_url=values.get("PUBLIC_BASE_URL") or base_url,  # as slack_deps_from does
         ssl_context=dovecot.ssl_context,
     )
     # The web process's own uvicorn settings (timeouts, header limits, redacted access log).
