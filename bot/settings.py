@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Web process limits: Slack's payloads are a few KB and the connect form smaller still.
     max_body_bytes: int = Field(1024 * 1024, alias="EMAILSYNC_MAX_BODY_BYTES", ge=1024)
     client_timeout: float = Field(10.0, alias="EMAILSYNC_CLIENT_TIMEOUT", gt=0)
+    # Bookkeeping retention: Slack retries an event within minutes; runs only feed progress and summaries.
+    slack_event_retention_hours: float = Field(24.0, alias="EMAILSYNC_SLACK_EVENT_RETENTION_HOURS", gt=0)
+    run_retention_days: float = Field(30.0, alias="EMAILSYNC_RUN_RETENTION_DAYS", gt=0)
     # Test-only: exit the process hard right after committing batch N, so crash tests crash where meant.
     test_exit_after_batch: int | None = Field(None, alias="EMAILSYNC_TEST_EXIT_AFTER_BATCH")
 

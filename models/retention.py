@@ -1,0 +1,43 @@
+"""Pruning the bookkeeping tables that would otherwise grow forever: handled Slack event ids and old runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+from sqlalchemy import delete
+from sqlmodel import Session, col, select
+
+from models import slack_events
+from models.clock import utcnow
+from models.tables import EmailAccount, SyncRun
+
+
+@dataclass(frozen=True)
+class Pruned:
+    """How many rows one pruning removed."""
+
+    slack_events: int
+    runs: int
+
+
+def prune_finished_runs(session: Session, age: dt.timedelta) -> int:
+    """Delete runs that finished longer ago than age; a run an account still points at is kept whatever its age."""
+    current = select(EmailAccount.current_run_id).where(col(EmailAccount.current_run_id).is_not(None))
+    result = session.exec(
+        delete(SyncRun).where(
+            col(SyncRun.finished_at).is_not(None),
+            col(SyncRun.finished_at) < utcnow() - age,
+            col(SyncRun.status) != "running",
+            col(SyncRun.id).not_in(current),
+        )
+    )
+    return int(result.rowcount or 0)
+
+
+def prune(session: Session, *, slack_events_older_than: dt.timedelta, runs_older_than: dt.timedelta) -> Pruned:
+    """One pass over every bookkeeping table."""
+    return Pruned(
+        slack_events=slack_events.forget_older_than(session, slack_events_older_than),
+        runs=prune_finished_runs(session, runs_older_than),
+    )
