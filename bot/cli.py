@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import signal
@@ -26,7 +27,7 @@ from models.secrets import SecretKeyError
 from sync.engine import Outcome, sync_account
 from sync.errors import SyncError
 from sync.imap_session import ImapLogin, Security
-from sync.scheduler import Clock, LocalDispatcher
+from sync.scheduler import Clock, LocalDispatcher, Retention
 from sync.smtp_check import SmtpLogin
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="emailsync: CRM-style email sync for Slack.")
@@ -285,7 +286,11 @@ def _run_worker(services: Services, stop: threading.Event) -> None:
     services.notifier = slack_notifier(services) or services.notifier
     deps = services.engine_deps("worker")
     dispatcher = LocalDispatcher(deps, workers=settings.workers, slice_seconds=settings.slice_seconds)
-    clock = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds)
+    keep = Retention(
+        slack_events=dt.timedelta(hours=settings.slack_event_retention_hours),
+        runs=dt.timedelta(days=settings.run_retention_days),
+    )
+    clock = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds, retention=keep)
     clock.start()
     logging.getLogger("emailsync").info("worker %s started", deps.owner)
     try:

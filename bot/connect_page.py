@@ -5,9 +5,13 @@ from __future__ import annotations
 import hmac
 import logging
 import secrets as pysecrets
+import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slack_sdk import WebClient
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,12 +25,19 @@ from flows.accounts import FieldError
 from flows.connect_limits import TooManyAttempts
 from flows.providers import guess_servers
 from flows.setup import ConnectForm, LinkProblem, SetupState
+from models import installations as installation_queries
+from models.db import session_scope
 from sync.errors import AuthFailed, SyncError, Timeout, TlsFailed, Unreachable
 from sync.outbound import HostRefused
 
 log = logging.getLogger(__name__)
 templates = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 CSRF_COOKIE = "emailsync_csrf"
+# The form has ten short fields and no file: anything much bigger is refused while it is parsed.
+FORM_LIMITS: dict[str, int] = {"max_files": 0, "max_fields": 40, "max_part_size": 16 * 1024}
+NAMES_TTL = 3600.0  # seconds a workspace/person name is reused before Slack is asked again
+NAMES_RETRY = 60.0  # after Slack could not answer, the ids are shown for this long before asking again
+SLACK_LOOKUP_TIMEOUT = 5  # seconds; the page must not hang on a slow Slack
 
 LINK_PROBLEMS = {
     "expired": ("This link has expired", "Connect links work for 15 minutes, to keep your mailbox safe."),
@@ -47,6 +58,66 @@ ERROR_TITLES = {
 }
 
 
+@dataclass(frozen=True)
+class ConnectingFor:
+    """Whose mailbox a link connects and in which workspace: names, or the ids when Slack cannot say."""
+
+    person: str
+    workspace: str
+
+
+class SlackNames:
+    """Workspace and person names for the connect page, cached (a link is opened a few times at most)."""
+
+    def __init__(self, deps: SlackDeps) -> None:
+        self.deps = deps
+        self._cache: dict[tuple[str, str], tuple[float, ConnectingFor]] = {}
+        self._lock = threading.Lock()
+
+    def lookup(self, team_id: str, user_id: str) -> ConnectingFor:
+        """The names for a setup's team and user (blocking: call it from a thread)."""
+        key = (team_id, user_id)
+        with self._lock:
+            cached = self._cache.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        names, complete = self._fetch(team_id, user_id)
+        with self._lock:
+            if len(self._cache) > 1000:  # bounded: stale entries go all at once
+                self._cache.clear()
+            self._cache[key] = (time.monotonic() + (NAMES_TTL if complete else NAMES_RETRY), names)
+        return names
+
+    def _fetch(self, team_id: str, user_id: str) -> tuple[ConnectingFor, bool]:
+        from bot.tokens import client_for_team
+
+        workspace: str | None = None
+        person: str | None = None
+        with session_scope(self.deps.services.db, readonly=True) as session:
+            installed = installation_queries.find_latest(session, enterprise_id=None, team_id=team_id)
+            workspace = installed.team_name if installed is not None else None
+        try:
+            client = client_for_team(self.deps, team_id)
+            # A client of its own: a short timeout and no waiting out rate limits (the ids will do).
+            quick = WebClient(token=client.token, base_url=client.base_url, timeout=SLACK_LOOKUP_TIMEOUT)
+            if not workspace:
+                workspace = quick.auth_test().get("team") or None
+            person = _person_name(quick.users_info(user=user_id).get("user") or {})
+        except Exception as exc:  # Slack down, uninstalled, rate limited: the page still works with the ids
+            log.info("connect page: no names for %s/%s from Slack (%s)", team_id, user_id, type(exc).__name__)
+        return ConnectingFor(person=person or user_id, workspace=workspace or team_id), bool(workspace and person)
+
+
+def _person_name(user: dict[str, Any]) -> str | None:
+    """ "Real Name (@handle)", or whichever of the two Slack has."""
+    profile = user.get("profile") or {}
+    real = profile.get("real_name") or user.get("real_name")
+    handle = profile.get("display_name") or user.get("name")
+    if real and handle and handle != real:
+        return f"{real} (@{handle})"
+    return real or (f"@{handle}" if handle else None)
+
+
 def routes(deps: SlackDeps) -> list[Route]:
     """The connect page's routes."""
     settings = deps.services.settings
@@ -55,18 +126,31 @@ def routes(deps: SlackDeps) -> list[Route]:
         queue=settings.connect_queue,
         wait_seconds=settings.connect_deadline + 5.0,
     )
+    names = SlackNames(deps)
+    secure_cookie = deps.public_base_url.lower().startswith("https://")
+
+    async def remember(request: Request, state: SetupState) -> None:
+        # What _form shows and sets, kept on the request (the POST handler renders through _form too).
+        request.state.connecting_for = await run_in_threadpool(names.lookup, state.team_id, state.user_id)
+        request.state.secure_cookie = secure_cookie
 
     async def page(request: Request) -> Response:
         token = request.path_params["token"]
         try:
-            await run_in_threadpool(setup_flow.check_link, deps.services.db, token)
+            state = await run_in_threadpool(setup_flow.check_link, deps.services.db, token)
         except LinkProblem as exc:
             return _problem(request, exc.reason)
+        await remember(request, state)
         return _form(request, token, form=_blank_form())
 
     async def submit(request: Request) -> Response:
         token = request.path_params["token"]
-        data = await request.form()
+        try:  # the link first: an unknown token never gets its body read
+            state = await run_in_threadpool(setup_flow.check_link, deps.services.db, token)
+        except LinkProblem as exc:
+            return _problem(request, exc.reason)
+        await remember(request, state)
+        data = await request.form(**FORM_LIMITS)
         values = {k: str(v) for k, v in data.items()}
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not cookie or not hmac.compare_digest(cookie, values.get("csrf", "")):
@@ -240,12 +324,13 @@ def _form(
             "error": error,
             "show_advanced": show_advanced,
             "guess_note": guess_note,
+            "connecting_for": getattr(request.state, "connecting_for", None),
         },
         status_code=status,
     )
-    response.set_cookie(
-        CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/connect", secure=request.url.scheme == "https"
-    )
+    # Secure follows PUBLIC_BASE_URL: behind a TLS-terminating proxy the request itself arrives as http.
+    secure = getattr(request.state, "secure_cookie", request.url.scheme == "https")
+    response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/connect", secure=secure)
     response.headers["Cache-Control"] = "no-store"
     if retry_after is not None:
         response.headers["Retry-After"] = str(retry_after)

@@ -7,13 +7,12 @@ import os
 import socket
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 from sqlalchemy import Engine
 
 from bot.settings import ConfigError, Settings
-from models.db import make_engine, upgrade
-from models.secrets import SecretBox, SecretKeyError, load_or_create_key_file, parse_keys
+from models.db import make_engine, make_private, sqlite_path, upgrade
+from models.secrets import PRIVATE_DIR, SecretBox, SecretKeyError, load_or_create_key_file, parse_keys
 from sync.engine import EngineConfig, EngineDeps
 from sync.notifier import LoggingNotifier, Notifier
 
@@ -53,7 +52,9 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     """Open the database (bringing embedded SQLite up to date) and load the secret key."""
     if settings.is_sqlite:
         _ensure_sqlite_dir(settings.database_url)
-    db = make_engine(settings.database_url)
+    if settings.data_dir.is_dir():  # created private by the key file; one made by an older version is fixed
+        make_private(settings.data_dir, PRIVATE_DIR)
+    db = make_engine(settings.database_url)  # creates the SQLite file with mode 0600
     if migrate and settings.is_sqlite:
         upgrade(db)
     return Services(settings=settings, db=db, secrets=load_secret_box(settings), notifier=LoggingNotifier())
@@ -79,6 +80,10 @@ def load_secret_box(settings: Settings) -> SecretBox:
 
 
 def _ensure_sqlite_dir(url: str) -> None:
-    path = url.split("///", 1)[-1]
-    if path and path != ":memory:":
-        Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+    """Create the database's directory when missing, private (an existing one, such as the cwd, is left alone)."""
+    path = sqlite_path(url)
+    if path is not None:
+        folder = path.resolve().parent
+        if not folder.exists():
+            folder.mkdir(parents=True, mode=PRIVATE_DIR)
+            make_private(folder, PRIVATE_DIR)  # mkdir's mode is filtered by the umask

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     slack_api_url: str = Field("https://slack.com/api/", alias="SLACK_API_URL")
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
     port: int = Field(3000, alias="PORT", ge=1, le=65535)
+    host: str = Field("0.0.0.0", alias="HOST")
     backend: Literal["local", "procrastinate"] = Field("local", alias="EMAILSYNC_BACKEND")
     data_dir: Path = Field(Path("./.emailsync"), alias="EMAILSYNC_DATA_DIR")
     env: Literal["development", "production"] = Field("development", alias="EMAILSYNC_ENV")
@@ -54,6 +55,12 @@ class Settings(BaseSettings):
     connect_failures_per_person: int = Field(10, alias="EMAILSYNC_CONNECT_FAILURES_PER_PERSON", ge=1)
     connect_failures_per_host: int = Field(30, alias="EMAILSYNC_CONNECT_FAILURES_PER_HOST", ge=1)
     connect_failure_window_minutes: int = Field(15, alias="EMAILSYNC_CONNECT_FAILURE_WINDOW_MINUTES", ge=1)
+    # Web process limits: Slack's payloads are a few KB and the connect form smaller still.
+    max_body_bytes: int = Field(1024 * 1024, alias="EMAILSYNC_MAX_BODY_BYTES", ge=1024)
+    client_timeout: float = Field(10.0, alias="EMAILSYNC_CLIENT_TIMEOUT", gt=0)
+    # Bookkeeping retention: Slack retries an event within minutes; runs only feed progress and summaries.
+    slack_event_retention_hours: float = Field(24.0, alias="EMAILSYNC_SLACK_EVENT_RETENTION_HOURS", gt=0)
+    run_retention_days: float = Field(30.0, alias="EMAILSYNC_RUN_RETENTION_DAYS", gt=0)
     # Test-only: exit the process hard right after committing batch N, so crash tests crash where meant.
     test_exit_after_batch: int | None = Field(None, alias="EMAILSYNC_TEST_EXIT_AFTER_BATCH")
 

@@ -9,17 +9,29 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 
 import uvicorn
 from slack_bolt import App, BoltRequest, BoltResponse
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.services import Services
+from bot.settings import Settings
 from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client, oauth_enabled
+from bot.web_limits import (
+    WebLimits,
+    content_security_policy,
+    h11_with_header_deadline,
+    redact_access_log,
+    slack_body_well_formed,
+    slack_signature_ok,
+    style_hashes,
+)
 from models import accounts as account_queries
 from models.clock import utcnow
 from models.db import ping, session_scope
@@ -27,6 +39,11 @@ from sync.scheduler import HEARTBEAT_NAME
 
 log = logging.getLogger(__name__)
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+SLACK_BUTTON_IMAGES = "https://platform.slack-edge.com"  # the "Add to Slack" button of Bolt's install page
+# Connections at once (idle keep-alives and slow clients count): far above what Slack and a few
+# connect pages need, low enough that a flood of slow clients cannot exhaust the process.
+LIMIT_CONCURRENCY = 128
 
 
 def create_app(
@@ -52,14 +69,28 @@ def create_app(
         return JSONResponse({"ok": ok, **body}, status_code=200 if ok else 503)
 
     routes = [Route("/healthz", healthz)]
+    pages = [path.read_text(encoding="utf-8") for path in sorted(TEMPLATES_DIR.glob("*.html"))]
+    images: list[str] = []
     if slack is not None:
         from bot.connect_page import routes as connect_routes
 
         app = bolt or build_bolt_app(slack)
+        signing_secret = services.settings.slack_signing_secret or ""
 
         async def slack_events(request: Request) -> Response:
-            body = (await request.body()).decode("utf-8")
-            bolt_request = SlackHttpRequest(body=body, query=request.url.query, headers=dict(request.headers))
+            raw = await request.body()  # capped and timed by WebLimits
+            # The signature is checked on the raw bytes before anything decodes or parses them.
+            if not slack_signature_ok(signing_secret, raw, request.headers):
+                return JSONResponse({"error": "invalid request"}, status_code=401)
+            try:
+                bolt_request = SlackHttpRequest(
+                    body=raw.decode("utf-8"), query=request.url.query, headers=dict(request.headers)
+                )
+                if not slack_body_well_formed(bolt_request.body):
+                    raise ValueError("not the shape of a Slack request")
+            except Exception as exc:  # signed, but not UTF-8, not JSON, not a form: a bad request, never a 500
+                log.warning("malformed Slack request (%s)", type(exc).__name__)
+                return JSONResponse({"error": "malformed request"}, status_code=400)
             # Bolt's sync dispatch waits for the listener's ack(): run it off the event loop.
             result: BoltResponse = await run_in_threadpool(app.dispatch, bolt_request)
             return Response(
@@ -83,8 +114,42 @@ def create_app(
 
             routes.append(Route(oauth.install_path, slack_install, methods=["GET"]))
             routes.append(Route(oauth.redirect_uri_path, slack_oauth_redirect, methods=["GET"]))
+            # Bolt's install and redirect pages have inline styles and Slack's button image of their own.
+            renderer = oauth.settings.redirect_uri_page_renderer
+            pages += [
+                oauth.build_install_page_html("https://slack.com/", BoltRequest(body="")),
+                renderer.render_success_page(app_id="A", team_id="T"),
+                renderer.render_failure_page("reason"),
+            ]
+            images.append(SLACK_BUTTON_IMAGES)
         routes += connect_routes(slack)
-    return Starlette(routes=routes, lifespan=lifespan)
+    settings = services.settings
+    limits = Middleware(
+        WebLimits,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.client_timeout,
+        content_security_policy=content_security_policy(style_hashes(*pages), images),
+    )
+    return Starlette(routes=routes, middleware=[limits], lifespan=lifespan)
+
+
+def server_config(
+    app: Starlette, settings: Settings, *, host: str | None = None, port: int | None = None, log_level: str = "info"
+) -> uvicorn.Config:
+    """uvicorn's settings for the web process: slow clients time out, headers are small, the access log is redacted."""
+    config = uvicorn.Config(
+        app,
+        host=host or settings.host,
+        port=port or settings.port,
+        log_level=log_level,
+        # Always h11 (even where httptools is installed), with a deadline on each request's headers.
+        http=h11_with_header_deadline(settings.client_timeout),
+        timeout_keep_alive=5,
+        h11_max_incomplete_event_size=16 * 1024,  # request line and headers; Slack's are well under 4 KB
+        limit_concurrency=LIMIT_CONCURRENCY,
+    )
+    redact_access_log()  # after Config(), which (re)configures uvicorn's loggers
+    return config
 
 
 def _response(result: BoltResponse) -> Response:
@@ -143,4 +208,7 @@ def serve(services: Services) -> None:
                 worker.kill()
 
     app = create_app(services, slack, bolt, lifespan=worker_process)
-    uvicorn.run(app, host="0.0.0.0", port=services.settings.port, log_level="info")
+    server = uvicorn.Server(server_config(app, services.settings))
+    server.run()
+    if not server.started:  # as uvicorn.run: the port was taken or start-up failed
+        sys.exit(3)

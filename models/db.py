@@ -2,21 +2,66 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlmodel import Session
 
+log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 READONLY_OPTION = "emailsync_readonly"
+PRIVATE_FILE = 0o600  # the database holds mail bodies: readable by its owner only
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL; None for an in-memory database or another backend."""
+    parsed = make_url(url)
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    database = parsed.database or ""
+    if database in ("", ":memory:") or database.startswith("file:") or parsed.query.get("mode") == "memory":
+        return None
+    return Path(database).expanduser()
+
+
+def make_private(path: Path, mode: int = PRIVATE_FILE) -> None:
+    """chmod to mode when the file is there and not already so (a file someone else owns is reported, not fatal)."""
+    try:
+        if path.exists() and (path.stat().st_mode & 0o777) != mode:
+            path.chmod(mode)
+    except PermissionError:
+        log.warning("%s: cannot make it private (mode %o); it is not ours", path, mode)
+
+
+def create_private_sqlite(path: Path) -> None:
+    """Create the database file with mode 0600 before SQLite does (SQLite would follow the umask: 0644)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE)
+    except FileExistsError:
+        pass
+    else:
+        os.fchmod(fd, PRIVATE_FILE)  # whatever the umask
+        os.close(fd)
+    make_private(path)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout, foreign keys and IMMEDIATE transactions."""
+    """Create an engine; SQLite gets WAL, a busy timeout, foreign keys and IMMEDIATE transactions.
+
+    SQL parameters never appear in errors or logs (they can hold mail content); a SQLite file and its
+    WAL are private to the user.
+    """
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
+        path = sqlite_path(url)
+        if path is not None and path.parent.is_dir():
+            create_private_sqlite(path)
         engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False}, **kwargs)
 
         @event.listens_for(engine, "connect")
@@ -29,6 +74,11 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.close()
+            if path is not None:
+                # SQLite gives the WAL and shared-memory files the database's mode; files left by an
+                # older version (0644) are fixed here.
+                for suffix in SQLITE_SIDE_FILES:
+                    make_private(path.with_name(path.name + suffix))
 
         @event.listens_for(engine, "begin")
         def _sqlite_begin(conn: Any) -> None:

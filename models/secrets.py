@@ -11,6 +11,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 log = logging.getLogger(__name__)
 
 KEY_FILE_NAME = "secret.key"
+PRIVATE_DIR = 0o700  # the data dir holds the key (and, by choice, the database): its owner's alone
 
 
 class SecretKeyError(Exception):
@@ -66,7 +67,8 @@ def load_or_create_key_file(data_dir: Path) -> tuple[str, bool]:
     path = data_dir / KEY_FILE_NAME
     if path.exists():
         return path.read_text().strip(), False
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR)
+    data_dir.chmod(PRIVATE_DIR)  # mkdir's mode is filtered by the umask; the key must not be listable by others
     key = Fernet.generate_key().decode()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as fh:

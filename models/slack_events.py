@@ -24,6 +24,7 @@ def first_time(session: Session, event_id: str) -> bool:
     return True
 
 
-def forget_older_than(session: Session, age: dt.timedelta) -> None:
-    """Drop old ids (Slack retries within minutes)."""
-    session.exec(delete(ProcessedSlackEvent).where(col(ProcessedSlackEvent.seen_at) < utcnow() - age))
+def forget_older_than(session: Session, age: dt.timedelta) -> int:
+    """Drop ids seen longer ago than age (Slack retries within minutes); return how many went."""
+    result = session.exec(delete(ProcessedSlackEvent).where(col(ProcessedSlackEvent.seen_at) < utcnow() - age))
+    return int(result.rowcount or 0)

@@ -6,17 +6,29 @@ import datetime as dt
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from models import accounts as account_queries
+from models import retention
 from models.db import session_scope
 from sync.engine import EngineDeps, Outcome, sync_account
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_NAME = "clock"
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How long bookkeeping rows are kept, and how often they are pruned."""
+
+    slack_events: dt.timedelta = dt.timedelta(hours=24)
+    runs: dt.timedelta = dt.timedelta(days=30)
+    connect_failures: dt.timedelta = dt.timedelta(days=1)  # longer than any failure-limit window
+    every_seconds: float = 3600.0
 
 
 class Dispatcher(Protocol):
@@ -63,12 +75,15 @@ class LocalDispatcher:
 
 
 class Clock:
-    """The tick: record a heartbeat, claim due accounts, dispatch them."""
+    """The tick: record a heartbeat, claim due accounts, dispatch them; and, hourly, prune bookkeeping rows."""
 
-    def __init__(self, deps: EngineDeps, dispatcher: Dispatcher, *, tick_seconds: float) -> None:
+    def __init__(
+        self, deps: EngineDeps, dispatcher: Dispatcher, *, tick_seconds: float, retention: Retention | None = None
+    ) -> None:
         self.deps = deps
         self.dispatcher = dispatcher
         self.tick_seconds = tick_seconds
+        self.retention = retention or Retention()
         self._scheduler = BackgroundScheduler(daemon=True)
 
     def tick(self) -> list[int]:
@@ -87,8 +102,32 @@ class Clock:
         except Exception:
             log.exception("scheduler tick failed")
 
+    def prune(self) -> retention.Pruned:
+        """Delete handled Slack event ids and finished runs older than the retention."""
+        with session_scope(self.deps.db) as session:
+            pruned = retention.prune(
+                session,
+                slack_events_older_than=self.retention.slack_events,
+                runs_older_than=self.retention.runs,
+                connect_failures_older_than=self.retention.connect_failures,
+            )
+        if pruned.slack_events or pruned.runs or pruned.connect_failures:
+            log.info(
+                "pruned %d Slack event ids, %d finished runs and %d failed connects",
+                pruned.slack_events,
+                pruned.runs,
+                pruned.connect_failures,
+            )
+        return pruned
+
+    def _safe_prune(self) -> None:
+        try:
+            self.prune()
+        except Exception:
+            log.exception("pruning bookkeeping rows failed")
+
     def start(self) -> None:
-        """Tick now and then every tick_seconds, never two ticks at once."""
+        """Tick now and then every tick_seconds, never two ticks at once; prune now and then every retention period."""
         self._scheduler.add_job(
             self._safe_tick,
             "interval",
@@ -97,6 +136,15 @@ class Clock:
             coalesce=True,
             id="tick",
             next_run_time=None,
+        )
+        self._scheduler.add_job(
+            self._safe_prune,
+            "interval",
+            seconds=self.retention.every_seconds,
+            max_instances=1,
+            coalesce=True,
+            id="prune",
+            next_run_time=dt.datetime.now(dt.UTC),  # a worker that restarts often still prunes
         )
         self._scheduler.start()
         self._scheduler.modify_job("tick", next_run_time=dt.datetime.now(dt.UTC))

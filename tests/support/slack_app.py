@@ -16,7 +16,7 @@ import uvicorn
 from bot.services import Services, build_services
 from bot.settings import Settings
 from bot.slack_app import SlackDeps, make_web_client
-from bot.web import create_app
+from bot.web import create_app, server_config
 from flows import setup as setup_flow
 from flows.setup import SetupState
 from tests.support.dovecot import DovecotServer
@@ -73,11 +73,12 @@ def running_app(tmp_path: Path, dovecot: DovecotServer, **settings: str | None) 
     deps = SlackDeps(
         services=services,
         client=make_web_client(services.settings),
-        public_base_url=base_url,
+        public_base_url=values.get("PUBLIC_BASE_URL") or base_url,  # as slack_deps_from does
         ssl_context=dovecot.ssl_context,
     )
+    # The web process's own uvicorn settings (timeouts, header limits, redacted access log).
     server = uvicorn.Server(
-        uvicorn.Config(create_app(services, deps), host="127.0.0.1", port=port, log_level="warning")
+        server_config(create_app(services, deps), services.settings, host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
