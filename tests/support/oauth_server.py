@@ -50,6 +50,7 @@ import hashlib
 import hmac
 import html
 import ipaddress
+import itertools
 import json
 import re
 import secrets
@@ -488,7 +489,7 @@ class _CodeGrant(grants.AuthorizationCodeGrant):
 
     @property
     def owner(self) -> OAuthServer:
-        return self.server.owner  # type: ignore[no-any-return]
+        return self.server.owner
 
     def save_authorization_code(self, code: str, request: OAuth2Request) -> None:
         self.owner._save_code(code, request)
@@ -527,7 +528,7 @@ class _RefreshGrant(grants.RefreshTokenGrant):
 
     @property
     def owner(self) -> OAuthServer:
-        return self.server.owner  # type: ignore[no-any-return]
+        return self.server.owner
 
     def authenticate_refresh_token(self, refresh_token: str) -> _RefreshToken | None:
         return self.owner._query_refresh_token(refresh_token)
@@ -602,7 +603,7 @@ class _Revocation(RevocationEndpoint):
 
     @property
     def owner(self) -> OAuthServer:
-        return self.server.owner  # type: ignore[no-any-return]
+        return self.server.owner
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> TokenMixin | None:
         return self.owner._find_token(token_string)
@@ -616,14 +617,14 @@ class _Introspection(IntrospectionEndpoint):
 
     @property
     def owner(self) -> OAuthServer:
-        return self.server.owner  # type: ignore[no-any-return]
+        return self.server.owner
 
     def query_token(self, token_string: str, token_type_hint: str | None) -> _AccessToken | None:
         # Only access tokens are ever active here: a mail server must not take a refresh token as a bearer.
         return self.owner._access.get(token_string)
 
     def check_permission(self, token: TokenMixin, client: _Client, request: OAuth2Request) -> bool:
-        return client.client_id in (self.owner.introspection.client_id, token.grant.client_id)  # type: ignore[attr-defined]
+        return client.client_id in (self.owner.introspection.client_id, token.grant.client_id)
 
     def introspect_token(self, token: _AccessToken) -> dict[str, Any]:
         email = token.grant.email
@@ -692,13 +693,15 @@ class OAuthServer:
     omit_from_discovery: tuple[str, ...] = ()
     #: ``verify=`` for the server's own HTTP helpers (``approve``): an SSLContext when serving TLS.
     verify: Any = True
+    #: The certificate to trust when serving TLS (``tls=`` of :func:`start_oauth_server`), else None.
+    cafile: Path | None = None
 
     #: Token endpoint calls by ``grant_type`` (every POST, including the refused and the failed ones).
-    token_calls: collections.Counter[str] = field(default_factory=collections.Counter)
+    token_calls: collections.Counter[str] = field(default_factory=collections.Counter, repr=False)
     #: Requests by endpoint name (see :data:`ENDPOINTS`).
-    calls: collections.Counter[str] = field(default_factory=collections.Counter)
+    calls: collections.Counter[str] = field(default_factory=collections.Counter, repr=False)
     #: Every request answered, oldest first.
-    requests: list[RecordedRequest] = field(default_factory=list)
+    requests: list[RecordedRequest] = field(default_factory=list, repr=False)
 
     _clients: dict[str, _Client] = field(default_factory=dict, repr=False)
     _codes: dict[str, _AuthorizationCode] = field(default_factory=dict, repr=False)
@@ -709,10 +712,10 @@ class OAuthServer:
     _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
     _signing_key: RSAKey = field(default=None, repr=False)  # type: ignore[assignment]
     _authz: _AuthorizationServer = field(default=None, repr=False)  # type: ignore[assignment]
-    _protector: ResourceProtector = field(default=None, repr=False)  # type: ignore[assignment]
+    _protector: ResourceProtector = field(default=None, repr=False)
     _uvicorn: uvicorn.Server | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
-    _grant_ids: Iterator[int] = field(default=None, repr=False)  # type: ignore[assignment]
+    _grant_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
     # ------------------------------------------------------------------------------------- URLs
     def _url(self, template: str, tenant: str = "common") -> str:
@@ -779,7 +782,7 @@ class OAuthServer:
 
     def key_set(self) -> KeySet:
         """The public keys as a joserfc ``KeySet`` (to verify id tokens in a test)."""
-        return KeySet.import_key_set(self.jwks())
+        return KeySet.import_key_set(self.jwks())  # type: ignore[arg-type]
 
     def discovery(self, tenant: str = "common") -> dict[str, Any]:
         """The discovery document served for ``tenant`` (Microsoft; ignored for Google)."""
@@ -1127,9 +1130,9 @@ class OAuthServer:
     def _revoke(self, token: TokenMixin) -> None:
         with self._lock:
             if isinstance(token, _RefreshToken) or self.revoke_access_revokes_grant:
-                token.grant.revoked = True  # type: ignore[attr-defined]
+                token.grant.revoked = True
             else:
-                token.revoked = True  # type: ignore[attr-defined]
+                token.revoked = True
 
     # -------------------------------------------------------------------------------------- HTTP
     def _routes(self) -> list[Route]:
@@ -1201,15 +1204,15 @@ class OAuthServer:
 
     def _token(self, request: Request, oauth_request: _Request) -> Response:
         with self._lock:
-            return self._authz.create_token_response(oauth_request)  # type: ignore[no-any-return]
+            return self._authz.create_token_response(oauth_request)
 
     def _revocation(self, request: Request, oauth_request: _Request) -> Response:
         with self._lock:
-            return self._authz.create_endpoint_response("revocation", oauth_request)  # type: ignore[no-any-return]
+            return self._authz.create_endpoint_response("revocation", oauth_request)
 
     def _introspection(self, request: Request, oauth_request: _Request) -> Response:
         with self._lock:
-            return self._authz.create_endpoint_response("introspection", oauth_request)  # type: ignore[no-any-return]
+            return self._authz.create_endpoint_response("introspection", oauth_request)
 
     def _userinfo(self, request: Request, oauth_request: _Request) -> Response:
         with self._lock:
@@ -1229,11 +1232,11 @@ class OAuthServer:
                 grant = self._authz.get_consent_grant(params, end_user=user)
         except OAuth2Error as error:
             if error.redirect_uri:
-                return self._authz.handle_error_response(params, error)  # type: ignore[no-any-return]
+                return self._authz.handle_error_response(params, error)
             return _error_page(self.flavour, error, status=400)
         if decision == "deny":
             with self._lock:
-                return self._authz.create_authorization_response(params, grant_user=None, grant=grant)  # type: ignore[no-any-return]
+                return self._authz.create_authorization_response(params, grant_user=None, grant=grant)
         problem = None
         if decision == "allow":
             if not _EMAIL_RE.fullmatch(email):
@@ -1242,7 +1245,7 @@ class OAuthServer:
                 problem = f"Couldn't find your {self.flavour.display_name} Account."
             else:
                 with self._lock:
-                    return self._authz.create_authorization_response(params, grant_user=user, grant=grant)  # type: ignore[no-any-return]
+                    return self._authz.create_authorization_response(params, grant_user=user, grant=grant)
         client = self._clients[params.payload.client_id]
         prefill = email or params.payload.data.get("login_hint", "")
         return _consent_page(self.flavour, client, params, prefill, problem)
@@ -1388,9 +1391,9 @@ def start_oauth_server(
         users=set(users) if users is not None else None,
         omit_from_discovery=tuple(omit_from_discovery),
         verify=verify,
+        cafile=Path(tls[0]) if tls else None,
     )
     server._signing_key = key
-    server._grant_ids = iter(range(1, 1 << 62))
     server._clients[server.client_id] = _Client(
         server.client_id,
         server.client_secret,
