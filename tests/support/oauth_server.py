@@ -46,6 +46,7 @@ from __future__ import annotations
 import base64
 import collections
 import contextlib
+import copy
 import hashlib
 import hmac
 import html
@@ -204,6 +205,20 @@ MICROSOFT = Flavour(
 )
 
 FLAVOURS = {f.name: f for f in (GOOGLE, MICROSOFT)}
+
+# Attributes of OAuthServer a test may change; reset() puts them back.
+_SWITCHES = (
+    "access_token_ttl",
+    "id_token_ttl",
+    "authorization_code_ttl",
+    "rotate_refresh_tokens",
+    "revoke_grant_on_refresh_reuse",
+    "require_pkce",
+    "require_offline_request",
+    "revoke_access_revokes_grant",
+    "users",
+    "omit_from_discovery",
+)
 
 
 @dataclass(frozen=True)
@@ -546,14 +561,18 @@ class _RefreshGrant(grants.RefreshTokenGrant):
 
 
 class _S256Challenge(CodeChallenge):
-    """PKCE with S256 only; when ``required``, an authorization request without a challenge is refused too
-    (Authlib's own ``required`` only concerns public clients)."""
+    """PKCE with S256 only (``plain`` is refused); while ``OAuthServer.require_pkce`` is on, an authorization
+    request without a challenge is refused too (Authlib's own ``required`` only concerns public clients)."""
 
     SUPPORTED_CODE_CHALLENGE_METHOD = ["S256"]
     DEFAULT_CODE_CHALLENGE_METHOD = "S256"
 
+    def __init__(self, owner: OAuthServer) -> None:
+        super().__init__(required=True)
+        self.owner = owner
+
     def validate_code_challenge(self, grant: Any, redirect_uri: str) -> None:
-        if self.required and not grant.request.payload.data.get("code_challenge"):
+        if self.owner.require_pkce and not grant.request.payload.data.get("code_challenge"):
             raise InvalidRequestError("Missing 'code_challenge' (PKCE with S256 is required).")
         if not grant.request.payload.data.get("code_challenge_method") and grant.request.payload.data.get(
             "code_challenge"
@@ -715,6 +734,7 @@ class OAuthServer:
     _protector: ResourceProtector = field(default=None, repr=False)
     _uvicorn: uvicorn.Server | None = field(default=None, repr=False)
     _thread: threading.Thread | None = field(default=None, repr=False)
+    _initial: dict[str, Any] = field(default_factory=dict, repr=False)
     _grant_ids: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
 
     # ------------------------------------------------------------------------------------- URLs
@@ -853,13 +873,15 @@ class OAuthServer:
             self.recover(endpoint)
 
     def reset(self) -> None:
-        """Forget counters, recorded requests and failures; restore the default TTL (tokens are kept)."""
+        """Forget counters, recorded requests and failures; put the switches (``access_token_ttl``,
+        ``rotate_refresh_tokens``, ``users``, ...) back to how the server started. Tokens and grants are kept."""
         with self._lock:
             self.token_calls.clear()
             self.calls.clear()
             self.requests.clear()
             self._failures.clear()
-            self.access_token_ttl = 60
+            for name, value in self._initial.items():
+                setattr(self, name, copy.copy(value))
 
     def token_requests(self, grant_type: str | None = None) -> list[RecordedRequest]:
         """Recorded token endpoint requests, optionally only those of one ``grant_type``."""
@@ -1258,7 +1280,9 @@ _PAGE_STYLE = (
     "box-shadow:0 1px 3px rgba(0,0,0,.2)}"
     "h1{font-size:22px;font-weight:400}ul{padding-left:20px}li{margin:4px 0;word-break:break-all}"
     "label{display:block;margin:16px 0 4px}input[type=email]{width:100%;box-sizing:border-box;padding:8px;"
-    "font-size:16px}.error{color:#c5221f}.buttons{display:flex;gap:12px;justify-content:flex-end;margin-top:24px}"
+    "font-size:16px}.error{color:#c5221f}"
+    # Allow comes first in the form (Enter in the email field means Allow) but is shown on the right.
+    ".buttons{display:flex;flex-direction:row-reverse;gap:12px;justify-content:flex-start;margin-top:24px}"
     "button{padding:8px 20px;font-size:15px;border-radius:4px;border:1px solid #dadce0;background:#fff}"
     "#allow{background:#1a73e8;color:#fff;border-color:#1a73e8}"
 )
@@ -1284,8 +1308,8 @@ def _consent_page(flavour: Flavour, client: _Client, params: _Request, email: st
 <label for="email">Email</label>
 <input type="email" id="email" name="email" value="{esc(email)}" autocomplete="username" required autofocus>
 <div class="buttons">
-<button type="submit" id="deny" name="decision" value="deny" formnovalidate>Deny</button>
 <button type="submit" id="allow" name="decision" value="allow">Allow</button>
+<button type="submit" id="deny" name="decision" value="deny" formnovalidate>Deny</button>
 </div>
 </form>
 </main></body></html>
@@ -1394,6 +1418,7 @@ def start_oauth_server(
         cafile=Path(tls[0]) if tls else None,
     )
     server._signing_key = key
+    server._initial = {name: copy.copy(getattr(server, name)) for name in _SWITCHES}
     server._clients[server.client_id] = _Client(
         server.client_id,
         server.client_secret,
@@ -1412,7 +1437,7 @@ def start_oauth_server(
             server._new_token_dict(scope or "", include_refresh_token=include_refresh_token)
         ),
     )
-    authz.register_grant(_CodeGrant, [_S256Challenge(required=require_pkce), _OpenIDCode(server)])
+    authz.register_grant(_CodeGrant, [_S256Challenge(server), _OpenIDCode(server)])
     authz.register_grant(_RefreshGrant, [_OpenIDRefresh(server)])
     authz.register_endpoint(_Revocation)
     authz.register_endpoint(_Introspection)
