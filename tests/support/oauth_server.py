@@ -232,13 +232,6 @@ class Introspection:
     client_id: str
     client_secret: str
 
-    @property
-    def url_with_credentials(self) -> str:
-        """``url`` with ``client_id:client_secret@`` in it (how Dovecot's oauth2 passdb takes Basic auth)."""
-        parts = urlsplit(self.url)
-        netloc = f"{self.client_id}:{self.client_secret}@{parts.netloc}"
-        return parts._replace(netloc=netloc).geturl()
-
     def check(self, token: str, *, verify: Any = True, timeout: float = 10) -> dict[str, Any]:
         """POST the token to the introspection endpoint and return the JSON answer (raises on HTTP errors)."""
         resp = httpx.post(
@@ -998,8 +991,7 @@ class OAuthServer:
         """What the introspection endpoint would answer for ``token`` (in-process, no HTTP)."""
         with self._lock:
             found = self._access.get(token)
-            endpoint = self._authz._endpoints["introspection"][0]
-            return dict(endpoint.create_introspection_payload(found))
+            return dict(_Introspection(self._authz).create_introspection_payload(found))
 
     def active_grants(self, email: str | None = None) -> int:
         """How many unrevoked grants there are (of ``email``)."""
