@@ -38,7 +38,20 @@ Everything a test wants to steer or look at lives on the returned :class:`OAuthS
         assert idp.token_calls["refresh_token"] == 1               # calls by grant_type
         idp.requests                                               # every request, with its status
 
-Tokens live in memory; the server is thread-safe (tests call it while the app's threads hit HTTP).
+``idp.reset()`` clears counters, records and failures and puts every switch back (tokens are kept), so one
+server can serve a whole module. Tokens live in memory; the server is thread-safe (tests call it while the
+app's threads hit HTTP).
+
+Mail servers that take its access tokens (both ask the introspection endpoint with the "resource server"
+credentials in ``idp.introspection``, and require the flavour's IMAP / SMTP scope)::
+
+    dovecot = start_dovecot(tmp / "dovecot", oauth2=OAuth2Passdb.for_server(idp))   # tests/support/dovecot.py
+    dovecot.add_mailbox("ann@example.com")
+    dovecot.oauth2_client("ann@example.com", tokens["access_token"])                # XOAUTH2 over TLS
+    smtp = start_smtp(cert, key, xoauth2=XOAuth2.for_server(idp))                   # tests/support/smtp.py
+
+Dovecot takes at most 8 KiB of base64 in a SASL response, so access tokens longer than ~6 kB cannot log in
+there ("Authentication response too large"); real Outlook tokens are 1.5-3 kB.
 """
 
 from __future__ import annotations
