@@ -151,8 +151,9 @@ class DovecotServer:
     def add_mailbox(self, name: str) -> None:
         """Create a user without a password (home and rawlog directories only): for OAuth 2.0 logins.
 
-        With ``oauth2=`` the token decides who may log in, but the user it names must have a home here.
-        Idempotent.
+        With ``oauth2=`` the token decides who may log in, and Dovecot creates the home of a user it has
+        not seen at the first login; this creates it ahead of time (to seed mail before that login) along
+        with the rawlog directory, which Dovecot does not create. Idempotent.
         """
         _check_user_name(name)
         for d in (self.home(name), self.rawlog_dir(name)):
@@ -627,7 +628,8 @@ class OAuth2Passdb:
 
 
 def _oauth2_auth_lines(oauth2_conf: Path) -> list[str]:
-    """Lines for dovecot.conf: the mechanisms and the oauth2 passdb, placed before the password passdbs.
+    """Lines for dovecot.conf: the mechanisms (overriding the earlier ``auth_mechanisms``) and the oauth2
+    passdb, placed before the password passdbs.
 
     A failed token check continues (as a failure) to the static catch-all passdb, which attaches
     ``nodelay`` so the failure is answered at once; the dict passdb only serves PLAIN and LOGIN.
