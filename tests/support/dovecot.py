@@ -21,6 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Literal, Protocol
+from urllib.parse import quote, urlsplit
 
 from imapclient import IMAPClient, imap_utf7
 
@@ -74,6 +76,8 @@ class DovecotServer:
     auth_gid: int = field(repr=False)
     _proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     _own_run_dir: bool = field(default=False, repr=False)
+    #: The OAuth 2.0 passdb settings when started with ``oauth2=`` (XOAUTH2 / OAUTHBEARER logins), else None.
+    oauth2: OAuth2Passdb | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ paths
     @property
@@ -143,6 +147,32 @@ class DovecotServer:
             os.chown(tmp, 0, self.auth_gid)
         os.chmod(tmp, 0o640)
         os.replace(tmp, path)
+
+    def add_mailbox(self, name: str) -> None:
+        """Create a user without a password (home and rawlog directories only): for OAuth 2.0 logins.
+
+        With ``oauth2=`` the token decides who may log in, and Dovecot creates the home of a user it has
+        not seen at the first login; this creates it ahead of time (to seed mail before that login) along
+        with the rawlog directory, which Dovecot does not create. Idempotent.
+        """
+        _check_user_name(name)
+        for d in (self.home(name), self.rawlog_dir(name)):
+            if not d.is_dir():
+                d.mkdir(parents=True, exist_ok=True)
+                self._own(d, 0o700)
+
+    def oauth2_client(self, user: str, access_token: str, *, mech: str = "XOAUTH2") -> IMAPClient:
+        """An IMAPClient logged in with a bearer token (``mech`` XOAUTH2 or OAUTHBEARER) over implicit TLS."""
+        c = IMAPClient(self.host, port=self.imaps_port, ssl=True, ssl_context=self.ssl_context(), timeout=10)
+        try:
+            if mech.upper() == "OAUTHBEARER":
+                c.oauthbearer_login(user, access_token)
+            else:
+                c.oauth2_login(user, access_token, mech=mech)
+        except BaseException:
+            c.shutdown()
+            raise
+        return c
 
     # ------------------------------------------------------------------- IMAP
     def client(self, user: str, password: str) -> IMAPClient:
@@ -436,6 +466,7 @@ def _render_config(
     root: bool,
     passdb_conf: Path,
     hide_condstore: bool,
+    oauth2_conf: Path | None = None,
 ) -> str:
     dh = Path("/usr/share/dovecot/dh.pem")
     no_chroot = [] if root else ["  chroot ="]
@@ -468,6 +499,7 @@ def _render_config(
         "auth_failure_delay = 0",
         "auth_cache_size = 0",
         "auth_verbose = yes",
+        *(_oauth2_auth_lines(oauth2_conf) if oauth2_conf is not None else []),
         "",
         # passwd-file only re-reads its file when the mtime (seconds) or size changed
         # and at most once per second, so add_user/set_password would not be seen
@@ -475,6 +507,7 @@ def _render_config(
         "passdb {",
         "  driver = dict",
         f"  args = {passdb_conf}",
+        *(["  mechanisms = plain login"] if oauth2_conf is not None else []),  # a token is no password
         "  result_failure = continue-fail",
         "}",
         # Catch-all that never lets anyone in: it "succeeds" only to attach the
@@ -559,10 +592,134 @@ def _dict_passdb_conf(auth_dir: Path) -> str:
     )
 
 
-def start_dovecot(base_dir: Path, *, hide_condstore: bool = False) -> DovecotServer:
+# ----------------------------------------------------------------- OAuth 2.0
+class _IntrospectionSource(Protocol):
+    """What :meth:`OAuth2Passdb.for_server` reads from ``tests.support.oauth_server.OAuthServer``."""
+
+    @property
+    def introspection(self) -> Any: ...  # .url, .client_id, .client_secret
+
+    @property
+    def imap_scope(self) -> str: ...
+
+    @property
+    def discovery_url(self) -> str: ...
+
+    @property
+    def cafile(self) -> Path | None: ...
+
+
+@dataclass(frozen=True)
+class OAuth2Passdb:
+    """Dovecot's ``oauth2`` passdb (XOAUTH2 and OAUTHBEARER) validating tokens by RFC 7662 introspection.
+
+    Dovecot POSTs ``token=<bearer>`` (``mode="post"``; ``"auth"`` sends it as ``Authorization: Bearer`` in a
+    GET) to ``introspection_url``, with HTTP Basic ``client_id:client_secret``, and lets the login in when
+    the answer has ``"active": true``, ``username_attribute`` equal to the login name (case kept), and
+    ``scope`` containing ``scope`` (if set). Build it from a running test provider with :meth:`for_server`.
+
+    ``auth_cache_size = 0`` (already set for the password users) matters here: with a cache, an expired or
+    revoked token keeps logging in until the cache entry ages out.
+    """
+
+    introspection_url: str
+    client_id: str = ""
+    client_secret: str = ""
+    mode: Literal["post", "auth", "get"] = "post"
+    username_attribute: str = "username"
+    #: A single scope the token must have (Dovecot checks the introspection answer's ``scope``).
+    scope: str | None = None
+    #: Advertised to OAUTHBEARER clients in the error answer (RFC 7628).
+    openid_configuration_url: str | None = None
+    #: CA to trust for an ``https`` introspection URL.
+    ca_file: Path | None = None
+    timeout_msecs: int = 10_000
+    #: Dovecot logs every introspection request and answer (tokens included) to the instance's log.
+    debug: bool = False
+
+    @classmethod
+    def for_server(cls, server: _IntrospectionSource, **overrides: Any) -> OAuth2Passdb:
+        """Settings for a running ``tests.support.oauth_server.OAuthServer``: its introspection endpoint and
+        resource-server credentials, its IMAP scope (pass ``scope=None`` to accept any) and discovery URL."""
+        settings: dict[str, Any] = {
+            "introspection_url": server.introspection.url,
+            "client_id": server.introspection.client_id,
+            "client_secret": server.introspection.client_secret,
+            "scope": server.imap_scope,
+            "openid_configuration_url": server.discovery_url,
+            "ca_file": server.cafile,
+        }
+        settings.update(overrides)
+        return cls(**settings)
+
+
+def _oauth2_auth_lines(oauth2_conf: Path) -> list[str]:
+    """Lines for dovecot.conf: the mechanisms (overriding the earlier ``auth_mechanisms``) and the oauth2
+    passdb, placed before the password passdbs.
+
+    A failed token check continues (as a failure) to the static catch-all passdb, which attaches
+    ``nodelay`` so the failure is answered at once; the dict passdb only serves PLAIN and LOGIN.
+    """
+    return [
+        "auth_mechanisms = plain login xoauth2 oauthbearer",
+        "passdb {",
+        "  driver = oauth2",
+        "  mechanisms = xoauth2 oauthbearer",
+        f"  args = {oauth2_conf}",
+        "  result_failure = continue-fail",
+        "}",
+    ]
+
+
+def _oauth2_conf_text(settings: OAuth2Passdb) -> str:
+    url = settings.introspection_url
+    if settings.client_id:
+        parts = urlsplit(url)
+        netloc = parts.netloc.rsplit("@", 1)[-1]
+        url = parts._replace(
+            netloc=f"{quote(settings.client_id, safe='')}:{quote(settings.client_secret, safe='')}@{netloc}"
+        ).geturl()
+    lines = [
+        "# Generated by tests/support/dovecot.py -- oauth2 passdb of a private test instance",
+        f"introspection_mode = {settings.mode}",
+        f"introspection_url = {url}",
+        "force_introspection = yes",
+        f"username_attribute = {settings.username_attribute}",
+        "username_format = %u",  # like auth_username_format: no lowercasing
+        "active_attribute = active",
+        "active_value = true",
+        f"timeout_msecs = {settings.timeout_msecs}",
+        f"debug = {'yes' if settings.debug else 'no'}",
+    ]
+    if settings.scope:
+        lines.append(f"scope = {settings.scope}")
+    if settings.openid_configuration_url:
+        lines.append(f"openid_configuration_url = {settings.openid_configuration_url}")
+    if settings.ca_file is not None:
+        lines.append(f"tls_ca_cert_file = {settings.ca_file}")
+    return "\n".join(lines) + "\n"
+
+
+def _write_oauth2_conf(auth_dir: Path, settings: OAuth2Passdb, auth_gid: int) -> Path:
+    """Write dovecot-oauth2.conf.ext (it holds the introspection secret: root:dovecot 0640 as root)."""
+    path = auth_dir / "dovecot-oauth2.conf.ext"
+    path.write_text(_oauth2_conf_text(settings), encoding="utf-8")
+    if os.geteuid() == 0:
+        os.chown(path, 0, auth_gid)
+    os.chmod(path, 0o640)
+    return path
+
+
+__all__ += ["OAuth2Passdb"]
+
+
+def start_dovecot(base_dir: Path, *, hide_condstore: bool = False, oauth2: OAuth2Passdb | None = None) -> DovecotServer:
     """Start a private Dovecot (IMAP only) on two free 127.0.0.1 ports and wait until it greets.
 
     ``hide_condstore=True`` removes CONDSTORE and QRESYNC from the advertised capabilities.
+    ``oauth2=OAuth2Passdb(...)`` also lets users log in with XOAUTH2 / OAUTHBEARER bearer tokens, checked
+    against an authorization server's introspection endpoint (see :class:`OAuth2Passdb`); password
+    logins keep working as before.
     As root, parents of ``base_dir`` get o+x so Dovecot's unprivileged processes can reach it.
     """
     base_dir = Path(base_dir).resolve()
@@ -592,6 +749,7 @@ def start_dovecot(base_dir: Path, *, hide_condstore: bool = False) -> DovecotSer
     passdb_conf = base_dir / "auth" / "dict-passdb.conf.ext"
     passdb_conf.write_text(_dict_passdb_conf(base_dir / "auth"))
     os.chmod(passdb_conf, 0o644)
+    oauth2_conf = _write_oauth2_conf(base_dir / "auth", oauth2, auth_gid) if oauth2 is not None else None
 
     run_dir = base_dir / "run"
     own_run_dir = len(str(run_dir)) > _UNIX_SOCKET_MAX - 30
@@ -627,6 +785,7 @@ def start_dovecot(base_dir: Path, *, hide_condstore: bool = False) -> DovecotSer
                 root=root,
                 passdb_conf=passdb_conf,
                 hide_condstore=hide_condstore,
+                oauth2_conf=oauth2_conf,
             )
         )
         server = DovecotServer(
@@ -641,6 +800,7 @@ def start_dovecot(base_dir: Path, *, hide_condstore: bool = False) -> DovecotSer
             mail_uid=mail_uid,
             mail_gid=mail_gid,
             auth_gid=auth_gid,
+            oauth2=oauth2,
         )
         with open(base_dir / "dovecot.stderr", "ab") as stderr:
             server._proc = subprocess.Popen(
