@@ -9,8 +9,6 @@ import pytest
 from tests.support.slack_app import SlackHarness, running_app
 from tests.support.smtp import SmtpServer, start_smtp
 
-CHROMIUM = "/usr/bin/chromium"
-
 
 @pytest.fixture
 def slack(tmp_path, dovecot) -> Iterator[SlackHarness]:
@@ -27,33 +25,3 @@ def smtp(dovecot) -> Iterator[SmtpServer]:
     server.stop()
 
 
-@pytest.fixture(scope="session")
-def browser():
-    """Debian's Chromium, headless, driven by Playwright (its own browser download is never used)."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=CHROMIUM,
-            args=[
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--no-first-run",
-                "--disable-sync",
-                "--disable-quic",
-            ],
-        )
-        yield chromium
-        chromium.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh browser page (its own cookies)."""
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()

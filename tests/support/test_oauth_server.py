@@ -25,7 +25,6 @@ from .smtp import SmtpServer, XOAuth2, start_smtp
 
 CALLBACK = "http://127.0.0.1:8765/oauth/callback"
 ANN = "ann@example.com"
-CHROMIUM = "/usr/bin/chromium"
 
 
 # ------------------------------------------------------------------------------------------ fixtures
@@ -553,40 +552,26 @@ def test_smtp_xoauth2(idp: OAuthServer, dovecot_oauth: DovecotServer, smtp_oauth
 
 
 # --------------------------------------------------------------------------- the consent page, for real
-def test_consent_page_in_chromium(idp: OAuthServer, tmp_path: Path) -> None:
-    pytest.importorskip("playwright")
-    if not Path(CHROMIUM).exists():
-        pytest.skip("no Debian chromium")
-    from playwright.sync_api import sync_playwright
-
+def test_consent_page_in_chromium(idp: OAuthServer, page: Any, tmp_path: Path) -> None:
     verifier = secrets.token_urlsafe(48)
     url = _authorize_url(idp, verifier, state="browser-state")
     landed: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
-        )
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(15_000)
 
-            def callback(route: Any) -> None:
-                landed.append(route.request.url)
-                route.fulfill(status=200, content_type="text/html", body="<p id=done>signed in</p>")
+    def callback(route: Any) -> None:
+        landed.append(route.request.url)
+        route.fulfill(status=200, content_type="text/html", body="<p id=done>signed in</p>")
 
-            page.route(CALLBACK + "*", callback)
-            page.goto(url)
-            assert page.input_value("#email") == ANN
-            assert idp.flavour.display_name in page.title()
-            page.screenshot(path=str(tmp_path / f"consent-{idp.flavour.name}.png"))
-            page.fill("#email", "carol@example.com")
-            if idp.flavour is GOOGLE:
-                page.click("#allow")
-            else:
-                page.press("#email", "Enter")  # the form's first button is Allow
-            page.wait_for_selector("#done")
-        finally:
-            browser.close()
+    page.route(CALLBACK + "*", callback)
+    page.goto(url)
+    assert page.input_value("#email") == ANN
+    assert idp.flavour.display_name in page.title()
+    page.screenshot(path=str(tmp_path / f"consent-{idp.flavour.name}.png"))
+    page.fill("#email", "carol@example.com")
+    if idp.flavour is GOOGLE:
+        page.click("#allow")
+    else:
+        page.press("#email", "Enter")  # the form's first button is Allow
+    page.wait_for_selector("#done")
     params = _callback_params(landed[0])
     assert params["state"] == "browser-state"
     resp = _token_request(
