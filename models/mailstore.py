@@ -108,6 +108,18 @@ def known_uids(session: Session, folder: Folder, *, lo: int, hi: int) -> list[in
     return sorted(int(r[0]) for r in rows)
 
 
+def next_known_uid(session: Session, folder: Folder, *, at_least: int) -> int | None:
+    """The lowest UID at or above at_least we hold a location for (None when there is none)."""
+    value = session.execute(
+        select(func.min(col(MessageLocation.uid))).where(
+            col(MessageLocation.folder_id) == folder.id,
+            col(MessageLocation.uidvalidity) == folder.uidvalidity,
+            col(MessageLocation.uid) >= at_least,
+        )
+    ).scalar()
+    return None if value is None else int(value)
+
+
 def max_known_uid(session: Session, folder: Folder) -> int:
     """The highest UID we hold a location for in this folder (0 if none)."""
     return known_uid_range(session, folder)[1]

@@ -427,7 +427,8 @@ class _AccountSync:
         if folder.fwd_uid < 1:
             return
         modifiers = [f"CHANGEDSINCE {folder.highestmodseq}"]
-        for resp in self._flag_windows(client, 1, folder.fwd_uid, modifiers):
+        for lo, hi in self._known_windows(folder, folder.fwd_uid):
+            resp = fetch_uid_range(client, lo, hi, ["FLAGS"], modifiers=modifiers)
             changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items() if uid <= folder.fwd_uid}
             if changes:
                 with self._writing() as session:
@@ -438,24 +439,28 @@ class _AccountSync:
         with session_scope(self.deps.db) as session:
             top = mailstore.max_known_uid(session, folder)
             known = mailstore.known_uids(session, folder, lo=1, hi=top)[-self.cfg.flag_window :]
-        if not known:
-            return
-        for resp in self._flag_windows(client, known[0], known[-1]):
+        for lo, hi in uid_windows(known, self.cfg.search_window):
+            resp = fetch_uid_range(client, lo, hi, ["FLAGS"])
             changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items()}
             with self._writing() as session:
                 mailstore.set_flags(session, folder, changes)
 
-    def _flag_windows(
-        self, client: IMAPClient, lo: int, hi: int, modifiers: list[str] | None = None
-    ) -> Iterator[dict[int, dict[bytes, Any]]]:
-        """FLAGS of UIDs lo..hi, one FETCH per window of search_window UIDs.
+    def _known_windows(self, folder: Folder, top: int) -> Iterator[tuple[int, int]]:
+        """UID windows of search_window UIDs up to top, only those that hold a UID we know.
 
-        The answer for a whole large folder could be millions of lines: above the per-command response
-        limit (sync/imap_limits.py), and all in memory at once.
+        One FETCH or SEARCH per window keeps each answer under the response limits (sync/imap_limits.py);
+        skipping empty windows keeps a folder whose UIDs are sparse or sit near 2^32 from costing
+        ~200,000 commands.
         """
-        for start in range(lo, hi + 1, self.cfg.search_window):
-            end = min(hi, start + self.cfg.search_window - 1)
-            yield fetch_uid_range(client, start, end, ["FLAGS"], modifiers=modifiers)
+        cursor = 1
+        while cursor <= top:
+            with session_scope(self.deps.db, readonly=True) as session:
+                lo = mailstore.next_known_uid(session, folder, at_least=cursor)
+            if lo is None or lo > top:
+                return
+            hi = min(top, lo + self.cfg.search_window - 1)
+            yield lo, hi
+            cursor = hi + 1
 
     def _sync_deletions(self, client: IMAPClient, folder: Folder, uidnext: int, messages: int) -> None:
         if folder.last_uidnext is not None and folder.last_messages is not None:
@@ -464,21 +469,16 @@ class _AccountSync:
             if expunged <= 0:
                 return
         with session_scope(self.deps.db) as session:
-            # From the lowest known UID: UIDs may start anywhere up to 2^32-1, and windows below are empty.
-            lo, top = mailstore.known_uid_range(session, folder)
-        lo = max(lo, 1)
-        while lo <= top:
-            hi = min(top, lo + self.cfg.search_window - 1)
+            top = mailstore.max_known_uid(session, folder)
+        for lo, hi in self._known_windows(folder, top):
             with session_scope(self.deps.db) as session:
                 known = mailstore.known_uids(session, folder, lo=lo, hi=hi)
-            if known:
-                present = set(client.search(["UID", f"{lo}:{hi}"]))
-                gone = [u for u in known if u not in present]
-                if gone:
-                    with self._writing() as session:
-                        mailstore.remove_locations(session, folder, gone)
-                    self.removed_locations = True
-            lo = hi + 1
+            present = set(client.search(["UID", f"{lo}:{hi}"]))
+            gone = [u for u in known if u not in present]
+            if gone:
+                with self._writing() as session:
+                    mailstore.remove_locations(session, folder, gone)
+                self.removed_locations = True
 
     def _backfill(self, client: IMAPClient, folder: Folder) -> None:
         """The past sync of one folder, newest first, resumable from backfill_hi."""
@@ -918,6 +918,17 @@ def _fenced_session(deps: EngineDeps, account_id: int, token: int) -> Iterator[S
         ):
             raise LeaseLost("Another process took over this account's sync.")
         yield session
+
+
+def uid_windows(uids: Sequence[int], span: int) -> Iterator[tuple[int, int]]:
+    """Windows of at most span UIDs covering the sorted uids, none of them empty."""
+    i = 0
+    while i < len(uids):
+        lo = uids[i]
+        hi = lo + span - 1
+        while i < len(uids) and uids[i] <= hi:
+            i += 1
+        yield lo, min(hi, uids[i - 1])
 
 
 def _lowest_uid(client: IMAPClient) -> int:

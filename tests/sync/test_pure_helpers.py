@@ -72,3 +72,11 @@ def test_bad_start_is_a_field_error(option):
     with pytest.raises(FieldError) as info:
         start_date_for(option, dt.date(2026, 11, 27))
     assert info.value.field == "start"
+
+
+def test_uid_windows_skip_the_empty_stretches():
+    from sync.engine import uid_windows
+
+    assert list(uid_windows([], 10)) == []
+    assert list(uid_windows([1, 2, 3], 10)) == [(1, 3)]
+    assert list(uid_windows([1, 10, 11, 2**32 - 2], 10)) == [(1, 10), (11, 11), (2**32 - 2, 2**32 - 2)]
