@@ -397,6 +397,7 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
         services.secrets,
         timeout=services.settings.imap_timeout,
         outbound=services.settings.outbound_policy,
+        oauth=services.oauth,
     )
     ok = all(c["ok"] for c in checks)
     if as_json:

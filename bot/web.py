@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.services import Services
+from bot.services import Services, log_sign_in_providers
 from bot.settings import Settings
 from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client, oauth_enabled
 from bot.web_limits import (
@@ -181,6 +181,7 @@ def slack_deps_from(services: Services) -> SlackDeps | None:
 def serve(services: Services) -> None:
     """Start the worker as a child process (syncs never run in web threads), then serve HTTP."""
     slack = slack_deps_from(services)
+    log_sign_in_providers(services.oauth)
     bolt = build_bolt_app(slack) if slack is not None else None
     socket_handler = None
     if slack is not None and bolt is not None and services.settings.slack_app_token:

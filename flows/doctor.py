@@ -13,17 +13,24 @@ from models.db import alembic_config, ping, session_scope
 from models.secrets import SecretBox, SecretKeyError
 from sync.errors import SyncError
 from sync.imap_session import STRICT_POLICY, account_login, imap_session
+from sync.oauth import OAuthProviders
 from sync.outbound import OutboundPolicy
 
 
 def run_checks(
-    db: Engine, secrets: SecretBox, *, timeout: float, outbound: OutboundPolicy = STRICT_POLICY
+    db: Engine,
+    secrets: SecretBox,
+    *,
+    timeout: float,
+    outbound: OutboundPolicy = STRICT_POLICY,
+    oauth: OAuthProviders | None = None,
 ) -> list[dict[str, Any]]:
     """Every check as {name, ok, detail}; stops early only when the database does not answer."""
     checks: list[dict[str, Any]] = []
     if not ping(db):
         return [{"name": "database", "ok": False, "detail": "does not answer; check DATABASE_URL"}]
     checks.append({"name": "database", "ok": True, "detail": f"answers ({db.dialect.name})"})
+    checks += sign_in_checks(oauth or OAuthProviders())
     head = ScriptDirectory.from_config(alembic_config(db)).get_current_head()
     with db.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
@@ -52,4 +59,24 @@ def run_checks(
             checks.append({"name": name, "ok": True, "detail": f"IMAP login to {account.imap_host} works"})
         except SyncError as exc:
             checks.append({"name": name, "ok": False, "detail": str(exc)})
+    return checks
+
+
+def sign_in_checks(oauth: OAuthProviders) -> list[dict[str, Any]]:
+    """One check per sign-in provider: on (its discovery document answers) or off, and why."""
+    checks: list[dict[str, Any]] = []
+    for provider in oauth.configured():
+        name = f"sign in with {provider.display_name}"
+        try:
+            meta = oauth.metadata(provider)
+        except SyncError as exc:
+            checks.append({"name": name, "ok": False, "detail": f"on, but {provider.discovery_url}: {exc}"})
+            continue
+        detail = f"on: discovery answers (issuer {meta.issuer}); IMAP {provider.imap}, SMTP {provider.smtp}"
+        checks.append({"name": name, "ok": True, "detail": detail})
+    for provider_name, reason in oauth.missing.items():
+        # Neither id nor secret: the operator chose not to offer it. Only one of the two: a mistake.
+        partial = reason.endswith(" is not set")
+        name = f"sign in with {provider_name.capitalize()}"
+        checks.append({"name": name, "ok": not partial, "detail": f"off: {reason}"})
     return checks

@@ -41,6 +41,7 @@ from sync.imap_session import (
     imap_session,
 )
 from sync.notifier import Notifier, RunReport
+from sync.oauth import OAuthProviders
 from sync.outbound import OutboundPolicy
 from sync.parse import Body, Headers, parse_body, parse_headers
 
@@ -71,6 +72,8 @@ class EngineConfig:
     exit_after_batch: int | None = None  # test-only: os._exit after committing batch N
     ssl_context: SslContextFactory = default_ssl_context
     outbound: OutboundPolicy = STRICT_POLICY  # where stored hosts may still point (DNS changes)
+    oauth: OAuthProviders = field(default_factory=OAuthProviders)  # for accounts signed in with Google/Microsoft
+    token_margin: float = 600.0  # refresh an OAuth access token when it has less than this many seconds left
 
 
 @dataclass
