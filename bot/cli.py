@@ -153,6 +153,7 @@ def account_list(as_json: bool = typer.Option(False, "--json")) -> None:
                 "user": a.user_id,
                 "email": a.email,
                 "imap": f"{a.imap_host}:{a.imap_port}/{a.imap_security}",
+                "auth": a.oauth_provider if a.auth_kind == "oauth" else "password",  # never a secret
                 "state": a.state,
                 "sync": a.sync_mode,
                 "start": a.start_option,
