@@ -328,7 +328,8 @@ class OAuthProviders:
                     meta.token_endpoint, grant_type="authorization_code", code=code, code_verifier=code_verifier
                 ),
             )
-        return _token_set(raw, previous_refresh=None)
+        # RFC 6749 5.1: a response without `scope` granted what was asked.
+        return _token_set(raw, previous_refresh=None, default_scope=" ".join(provider.scopes))
 
     def verify_id_token(self, provider: OAuthProvider, id_token: str, *, nonce: str) -> Identity:
         """Check the id token (signature by the provider's published keys, issuer, audience, expiry, nonce) and
@@ -460,7 +461,7 @@ def _retry_after(value: str | None) -> float:
     return 60.0
 
 
-def _token_set(raw: Mapping[str, Any], *, previous_refresh: str | None) -> TokenSet:
+def _token_set(raw: Mapping[str, Any], *, previous_refresh: str | None, default_scope: str = "") -> TokenSet:
     access = raw.get("access_token")
     if not isinstance(access, str) or not access:
         raise ProviderRefused("The sign-in service sent no access token.", "Try again.")
@@ -473,7 +474,7 @@ def _token_set(raw: Mapping[str, Any], *, previous_refresh: str | None) -> Token
         access_token=access,
         refresh_token=str(refresh) if refresh else None,
         expires_at=utcnow() + dt.timedelta(seconds=max(0.0, lifetime)),
-        scope=str(raw.get("scope") or ""),
+        scope=str(raw.get("scope") or default_scope),
         id_token=str(raw["id_token"]) if raw.get("id_token") else None,
     )
 
