@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 from slack_bolt import App, BoltRequest, BoltResponse
@@ -124,13 +125,20 @@ def create_app(
             images.append(SLACK_BUTTON_IMAGES)
         routes += connect_routes(slack)
     settings = services.settings
+    # The sign-in buttons' POST is redirected to the provider: its origin must be a form target too.
+    providers = [_origin(p.discovery_url) for p in services.oauth.configured()] if slack is not None else []
     limits = Middleware(
         WebLimits,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.client_timeout,
-        content_security_policy=content_security_policy(style_hashes(*pages), images),
+        content_security_policy=content_security_policy(style_hashes(*pages), images, providers),
     )
     return Starlette(routes=routes, middleware=[limits], lifespan=lifespan)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def server_config(
