@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from alembic.runtime.migration import MigrationContext
@@ -14,6 +16,7 @@ from models.secrets import SecretBox, SecretKeyError
 from sync.errors import SyncError
 from sync.imap_session import STRICT_POLICY, account_login, imap_session
 from sync.oauth import OAuthProviders
+from sync.oauth_tokens import TokenKeeper
 from sync.outbound import OutboundPolicy
 
 
@@ -45,18 +48,26 @@ def run_checks(
         return checks
     with session_scope(db) as session:
         accounts = [a for a in account_queries.list_accounts(session) if a.state != "disconnected"]
+    keeper = TokenKeeper(db, secrets, oauth or OAuthProviders())
+    owner = f"doctor:{socket.gethostname()}:{os.getpid()}"
     for account in accounts:
         name = f"account {account.id} ({account.email})"
         try:
-            password = secrets.decrypt(account.secret_encrypted)
+            if account.auth_kind == "oauth":  # the same login as a sync: XOAUTH2, refreshed under the lease
+                login = keeper.login_outside_sync(account, owner=owner)
+            else:
+                login = account_login(account, secrets.decrypt(account.secret_encrypted))
         except SecretKeyError as exc:
             checks.append({"name": name, "ok": False, "detail": str(exc)})
             continue
-        login = account_login(account, password)
+        except SyncError as exc:
+            checks.append({"name": name, "ok": False, "detail": str(exc)})
+            continue
+        how = f" (signed in with {account.oauth_provider.capitalize()})" if account.oauth_provider else ""
         try:
             with imap_session(login, timeout=timeout, outbound=outbound) as client:
                 client.noop()
-            checks.append({"name": name, "ok": True, "detail": f"IMAP login to {account.imap_host} works"})
+            checks.append({"name": name, "ok": True, "detail": f"IMAP login to {account.imap_host} works{how}"})
         except SyncError as exc:
             checks.append({"name": name, "ok": False, "detail": str(exc)})
     return checks

@@ -139,7 +139,7 @@ SIGN_IN_DOMAINS = {
 
 
 def mail_provider(email: str, *, dns_lifetime: float = 2.0) -> str | None:
-    """"google" or "microsoft" when the address's mail lives there (known domain, else its MX hosts), else None.
+    """Where the address's mail lives: "google" or "microsoft" (a known domain, else its MX hosts), else None.
 
     Looks up DNS for unknown domains (at most `dns_lifetime` seconds): call it off any event loop.
     """

@@ -6,7 +6,9 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
 import secrets as pysecrets
+import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -33,6 +35,8 @@ from sync.imap_session import (
     default_ssl_context,
     security_of,
 )
+from sync.oauth import OAuthProviders
+from sync.oauth_tokens import TokenKeeper
 from sync.outbound import OutboundPolicy
 from sync.preview import WindowPreview, preview_window
 from sync.smtp_check import SmtpLogin
@@ -477,9 +481,13 @@ def preview(
     timeout: float,
     ssl_context: SslContextFactory = default_ssl_context,
     outbound: OutboundPolicy = STRICT_POLICY,
+    oauth: OAuthProviders | None = None,
 ) -> WindowPreview | None:
-    """What the chosen past window holds on the server (None for "now" or before connecting)."""
-    with session_scope(db) as session:
+    """What the chosen past window holds on the server (None for "now" or before connecting).
+
+    A mailbox signed in with Google/Microsoft logs in with its access token, the same way a sync does.
+    """
+    with session_scope(db, readonly=True) as session:
         row = _owned(session, session_id, team_id, user_id)
         draft = SetupDraft.from_json(row.draft)
         account = account_queries.get_account(session, row.account_id) if row.account_id else None
@@ -493,7 +501,12 @@ def preview(
         contacts = (
             contact_queries.team_contact_emails(session, team_id=team_id) if draft.contact_scope == "contacts" else None
         )
-        login = account_login(account, secret_box.decrypt(account.secret_encrypted))
+        password = secret_box.decrypt(account.secret_encrypted) if account.auth_kind != "oauth" else ""
+    if account.auth_kind == "oauth":  # after the read transaction: a refresh borrows the lease in its own
+        keeper = TokenKeeper(db, secret_box, oauth or OAuthProviders())
+        login = keeper.login_outside_sync(account, owner=f"preview:{socket.gethostname()}:{os.getpid()}")
+    else:
+        login = account_login(account, password)
     since = start_date_for(draft.start, dt.date.today())
     assert since is not None
     return preview_window(login, names, since, contacts, timeout=timeout, ssl_context=ssl_context, outbound=outbound)

@@ -362,12 +362,8 @@ def connect(
     provider = provider_of(oauth, flow)
     email, tokens = signed_in.email, signed_in.tokens
     access = tokens.access_token
-    imap = ImapLogin(
-        provider.imap.host, provider.imap.port, provider.imap.security, email, access, mechanism="xoauth2"
-    )
-    smtp = SmtpLogin(
-        provider.smtp.host, provider.smtp.port, provider.smtp.security, email, access, mechanism="xoauth2"
-    )
+    imap = ImapLogin(provider.imap.host, provider.imap.port, provider.imap.security, email, access, mechanism="xoauth2")
+    smtp = SmtpLogin(provider.smtp.host, provider.smtp.port, provider.smtp.security, email, access, mechanism="xoauth2")
     try:
         remote = check_with_limits(
             db,
