@@ -46,6 +46,8 @@ class AccountSummary:
     run_processed: int | None
     run_total: int | None
     folders: list[tuple[str, str | None, bool]]  # name, role, selected
+    auth_kind: str = "password"  # password | oauth
+    oauth_provider: str | None = None  # google | microsoft, for an account signed in with one
 
 
 def summaries(db: Engine, *, team_id: str, user_id: str) -> list[AccountSummary]:
@@ -74,6 +76,8 @@ def summaries(db: Engine, *, team_id: str, user_id: str) -> list[AccountSummary]
                     run_processed=run.processed if run else None,
                     run_total=run.total if run else None,
                     folders=[(f.name, f.role, f.selected) for f in account_queries.folders_of(session, a.id)],
+                    auth_kind=a.auth_kind,
+                    oauth_provider=a.oauth_provider,
                 )
             )
         return out
