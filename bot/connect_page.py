@@ -247,6 +247,8 @@ def sync_error(exc: SyncError) -> dict[str, str]:
 
 
 def _lead(deps: SlackDeps, email: str) -> dict[str, str] | None:
+    if not deps.services.oauth.configured():
+        return None  # no sign-in to lead with: no DNS lookup either
     name = mail_provider(email)
     provider = deps.services.oauth.get(name) if name else None
     if provider is None:

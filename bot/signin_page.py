@@ -203,10 +203,12 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
 
         try:
             state = await attempts.run(flow.token_hash, attempt)
-        except (Busy, AlreadyRunning, Overdue) as exc:
-            # The test never ran (or ran too long): nothing is kept, the person signs in again.
+        except (Busy, AlreadyRunning) as exc:
+            # The test never ran: nothing is kept, the tokens go back, the person signs in again.
             await run_in_threadpool(signin.end, db, flow)
             await run_in_threadpool(signin.discard, oauth, flow, signed_in)
+            return await again(503, _busy_error(exc), retry_after=5)
+        except Overdue as exc:  # still running: it stores the mailbox, or ends the sign-in, by itself
             return await again(503, _busy_error(exc), retry_after=5)
         except TooManyAttempts as exc:
             return await again(429, {"title": "Too many failed attempts", "text": exc.message, "fix": ""})
