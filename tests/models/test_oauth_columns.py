@@ -118,3 +118,25 @@ def test_password_accounts_are_password_accounts(db) -> None:
     with db.connect() as conn:
         kind = conn.execute(text("SELECT auth_kind FROM email_account WHERE id = :id"), {"id": account.id}).scalar()
     assert kind == "password" and isinstance(account, EmailAccount)
+
+
+def test_abandoned_sign_ins_are_forgotten_when_their_link_expires(db) -> None:
+    from models.retention import forget_abandoned_sign_ins
+
+    with session_scope(db) as session:
+        for minutes in (-1, 10):  # one link expired a minute ago, one still good
+            row = setup_queries.create_session(
+                session,
+                SetupSession(
+                    team_id="T1",
+                    user_id=f"U{minutes}",
+                    token_hash=f"{minutes}".ljust(64, "h"),
+                    expires_at=utcnow() + dt.timedelta(minutes=minutes),
+                ),
+            )
+            assert row.id is not None
+            setup_queries.arm_sign_in(session, row.id, state_hash=f"{minutes}".ljust(64, "s"), flow_encrypted="x")
+    with session_scope(db) as session:
+        assert forget_abandoned_sign_ins(session) == 1
+    with session_scope(db) as session:
+        assert [s.user_id for s in setup_queries.sign_ins_in_progress(session)] == ["U10"]
