@@ -397,6 +397,12 @@ def test_7_no_token_in_the_database_logs_exports_or_slack(
     signed_in_account(app, stack, email, start="1m")
     assert tick(app, stack) == 1  # with a refresh: the sign-in's token lives 60 s, inside the margin
     assert stack.idp.token_calls["refresh_token"] >= 1
+    # doctor logs in the way a sync does (XOAUTH2; a refresh under the lease when the token is about to expire).
+    env = cli_env(tmp_path, stack.dovecot, DATABASE_URL=app.services.settings.database_url, **stack.settings())
+    doctor = run_cli(env, "doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    assert checks[f"account 1 ({email})"]["ok"], doctor.stdout
+    assert f"(signed in with {stack.idp.flavour.display_name})" in checks[f"account 1 ({email})"]["detail"]
     # Every token the provider issued for this address (its own records: the test server keeps them in memory).
     secrets = [t for t, v in stack.idp._access.items() if v.grant.email == email]
     secrets += [t for t, v in stack.idp._refresh.items() if v.grant.email == email]
@@ -410,9 +416,9 @@ def test_7_no_token_in_the_database_logs_exports_or_slack(
             for row in conn.execute(text(f'SELECT * FROM "{table}"')).mappings()
             for value in row.values()
         )
-    env = cli_env(tmp_path, stack.dovecot, DATABASE_URL=app.services.settings.database_url)
     exported = run_cli(env, "messages", "export", "--account", str(account(app).id)).stdout
     listed = run_cli(env, "account", "list", "--json").stdout
+    exported += doctor.stdout + doctor.stderr
     assert json.loads(listed)[0]["auth"] == stack.name and "hello" in exported
     slack = json.dumps([c.args for c in app.fake.calls]) + json.dumps(app.fake.home_tabs)
     # The app's logs: the test provider (in this process, threads "oauth-...") logs what it issues, as a
