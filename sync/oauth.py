@@ -352,9 +352,12 @@ class OAuthProviders:
             if not isinstance(tenant, str) or not re.fullmatch(r"[0-9a-fA-F-]{8,64}", tenant):
                 raise IdTokenInvalid("tenant")
             issuer = issuer.replace("{tenantid}", tenant)
+        issuers = [issuer]
+        if issuer == "https://accounts.google.com":
+            issuers.append("accounts.google.com")  # Google documents both spellings of its `iss`
         registry = jwt.JWTClaimsRegistry(
             leeway=ID_TOKEN_LEEWAY,
-            iss={"essential": True, "value": issuer},
+            iss={"essential": True, "values": issuers},
             aud={"essential": True, "value": provider.client_id},
             exp={"essential": True},
             iat={"essential": True},

@@ -148,3 +148,51 @@ def test_google_and_microsoft_mailboxes_are_recognised(monkeypatch: pytest.Monke
     assert providers.mail_provider("a@elsewhere.example") is None
     assert providers.mail_provider("a@tricky.example") is None
     assert providers.mail_provider("not an address") is None
+
+
+def test_id_token_checks(stack: SignInStack) -> None:
+    import time
+
+    from joserfc import jwt
+    from joserfc.jwk import RSAKey
+
+    from sync.oauth import IdTokenInvalid
+
+    oauth = providers_of(stack)
+    provider = oauth.get(stack.name)
+    assert provider is not None
+    idp = stack.idp
+    now = int(time.time())
+    good = {
+        "iss": idp.issuer,  # Microsoft: the real tenant, where the discovery document has {tenantid}
+        "aud": idp.client_id,
+        "sub": "someone",
+        "iat": now,
+        "exp": now + 600,
+        "nonce": "n1",
+        "email": "Ann@Example.com",
+        "email_verified": True,
+        **({"tid": idp.tenant_id} if stack.name == "microsoft" else {}),
+    }
+    assert oauth.verify_id_token(provider, idp.sign_jwt(good), nonce="n1").email == "ann@example.com"
+    for changes in (
+        {"aud": "another-client"},
+        {"iss": "https://evil.example"},
+        {"exp": now - 3600, "iat": now - 7200},  # expired
+        {"email_verified": False},
+        {"email": None},
+    ):
+        claims = {k: v for k, v in {**good, **changes}.items() if v is not None}
+        with pytest.raises(IdTokenInvalid):
+            oauth.verify_id_token(provider, idp.sign_jwt(claims), nonce="n1")
+    with pytest.raises(IdTokenInvalid):
+        oauth.verify_id_token(provider, idp.sign_jwt(good), nonce="another nonce")
+    if stack.name == "microsoft":  # another tenant's token cannot borrow this tenant's issuer
+        with pytest.raises(IdTokenInvalid):
+            oauth.verify_id_token(
+                provider, idp.sign_jwt({**good, "tid": "0" * 8 + "-0000-0000-0000-" + "0" * 12}), nonce="n1"
+            )
+    forged_key = RSAKey.generate_key(2048, parameters={"kid": "forged"}, private=True)
+    forged = jwt.encode({"alg": "RS256", "kid": "forged"}, good, forged_key)
+    with pytest.raises(IdTokenInvalid):
+        oauth.verify_id_token(provider, forged, nonce="n1")
