@@ -300,7 +300,8 @@ def _run_worker(services: Services, stop: threading.Event) -> None:
         stop.wait()
     finally:
         clock.stop()
-        dispatcher.shutdown()
+        # A slice stuck on a server that drips or stays silent would hold the stop for its whole deadline.
+        dispatcher.shutdown(interrupt=True)
 
 
 def _stop_on_signals() -> threading.Event:

@@ -38,6 +38,7 @@ class Services:
             max_message_bytes=s.max_message_bytes,
             poll_seconds=s.poll_seconds,
             lease_ttl=s.lease_ttl,
+            slice_deadline_seconds=s.slice_deadline_seconds,
             exit_after_batch=s.test_exit_after_batch,
             outbound=s.outbound_policy,
             oauth=self.oauth,

@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     imap_timeout: float = Field(30.0, alias="EMAILSYNC_IMAP_TIMEOUT", gt=0)
     lease_ttl: float = Field(120.0, alias="EMAILSYNC_LEASE_TTL", gt=0)
     slice_seconds: float = Field(300.0, alias="EMAILSYNC_SLICE_SECONDS", gt=0)
+    # The overall deadline of one slice (a stuck or dripping server); unset: EMAILSYNC_SLICE_SECONDS + 60.
+    slice_deadline: float | None = Field(None, alias="EMAILSYNC_SLICE_DEADLINE", gt=0)
     # Outbound policy: a typed mail server may only be a public address on a mail port, unless allowed here.
     allow_private_hosts: str = Field("", alias="EMAILSYNC_ALLOW_PRIVATE_HOSTS")  # CIDRs, comma-separated
     allow_ports: str = Field("", alias="EMAILSYNC_ALLOW_PORTS")  # ports or ranges beyond the mail ports
@@ -160,6 +162,11 @@ class Settings(BaseSettings):
             per_host=self.connect_failures_per_host,
             window=dt.timedelta(minutes=self.connect_failure_window_minutes),
         )
+
+    @property
+    def slice_deadline_seconds(self) -> float:
+        """The overall deadline of one sync slice: the setting, else the slice budget plus a minute."""
+        return self.slice_deadline if self.slice_deadline is not None else self.slice_seconds + 60.0
 
     @property
     def is_sqlite(self) -> bool:

@@ -16,6 +16,7 @@ from models.secrets import SecretBox
 from models.tables import Folder
 from sync.deadline import deadline
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
+from sync.imap_limits import CONNECT_LIMITS
 from sync.imap_session import STRICT_POLICY, ImapLogin, SslContextFactory, default_ssl_context, imap_session
 from sync.oauth_tokens import GrantRevoker
 from sync.outbound import OutboundPolicy
@@ -81,10 +82,13 @@ def check_connection(
     """Log in over IMAP and LIST (and log in over SMTP when given) within one overall deadline; return the folders.
 
     The deadline covers both servers: a server that drips one byte every few seconds never trips a read
-    timeout, and a test that holds a thread for minutes is a denial of service.
+    timeout, and a test that holds a thread for minutes is a denial of service. The IMAP answers are
+    held to CONNECT_LIMITS (a login and a LIST need little), so memory stays small whatever is sent.
     """
     with deadline(deadline_seconds):
-        with imap_session(imap, timeout=timeout, ssl_context=ssl_context, outbound=outbound) as client:
+        with imap_session(
+            imap, timeout=timeout, ssl_context=ssl_context, outbound=outbound, limits=CONNECT_LIMITS
+        ) as client:
             folders = discover_folders(client)
         if smtp is not None:
             check_smtp(smtp, timeout=timeout, ssl_context=ssl_context, outbound=outbound)

@@ -8,6 +8,7 @@ import hashlib
 import imaplib
 import logging
 import os
+import threading
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -29,9 +30,11 @@ from models.secrets import SecretBox, SecretKeyError
 from models.tables import EmailAccount, Folder, SyncRun
 from sync.backoff import backoff_seconds
 from sync.bodystructure import BodyPlan, build_body, plan_body
-from sync.errors import AuthFailed, FolderGone, LeaseLost, ProtocolError, SyncError, Throttled
+from sync.deadline import Deadline, deadline
+from sync.errors import AuthFailed, FolderGone, LeaseLost, ProtocolError, SyncError, Throttled, Timeout
 from sync.fetch import Command, FetchData, FetchPipe
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
+from sync.imap_limits import ResponseLimits
 from sync.imap_session import (
     STRICT_POLICY,
     ImapLogin,
@@ -69,6 +72,10 @@ class EngineConfig:
     flag_window: int = 5_000  # newest known UIDs covered by the periodic flag pass
     flag_pass_seconds: float = 3600.0  # servers without CONDSTORE get a flag pass this often
     lease_ttl: float = 120.0
+    # A slice's overall deadline: a server that drips a byte every few seconds never trips the read timeout,
+    # so when this passes the connection is shut down and the slice ends like a timeout. A slice stops
+    # between batches early enough to finish inside it (see _slice_budget).
+    slice_deadline_seconds: float = 360.0
     poll_seconds: float = 120.0
     progress_seconds: float = 5.0
     exit_after_batch: int | None = None  # test-only: os._exit after committing batch N
@@ -87,6 +94,7 @@ class EngineDeps:
     notifier: Notifier
     config: EngineConfig
     owner: str  # this process, for the lease
+    stopping: threading.Event = field(default_factory=threading.Event)  # set when the process shuts down
 
 
 class Outcome(enum.Enum):
@@ -107,7 +115,12 @@ _batches_committed = 0  # per process, for the test-only hard exit
 
 
 def sync_account(deps: EngineDeps, account_id: int, *, budget_seconds: float | None = None) -> Outcome:
-    """Sync one account (one slice of its current run) under the account's lease."""
+    """Sync one account (one slice of its current run) under the account's lease and the slice deadline.
+
+    The slice stops between batches once ``budget_seconds`` are spent (MORE), and early enough to end
+    within ``config.slice_deadline_seconds`` without a budget too; when the deadline passes inside a
+    command, the connection is shut down and the slice ends as a Timeout (what was committed stays).
+    """
     with session_scope(deps.db) as session:
         token = account_queries.acquire_lease(
             session, account_id=account_id, owner=deps.owner, ttl=deps.config.lease_ttl
@@ -117,7 +130,8 @@ def sync_account(deps: EngineDeps, account_id: int, *, budget_seconds: float | N
     # Wall-clock marks let an operator (and the concurrency test) see who held which account when.
     log.info("lease taken account=%s owner=%s token=%s at=%.6f", account_id, deps.owner, token, time.time())
     try:
-        return _AccountSync(deps, account_id, token, budget_seconds).run()
+        with deadline(deps.config.slice_deadline_seconds) as dl:
+            return _AccountSync(deps, account_id, token, _slice_budget(deps.config, budget_seconds), dl).run()
     finally:
         at = time.time()
         with session_scope(deps.db) as session:
@@ -168,12 +182,13 @@ class _BatchWrite:
 class _AccountSync:
     """One slice of a run for one account; holds the per-slice state."""
 
-    def __init__(self, deps: EngineDeps, account_id: int, token: int, budget: float | None) -> None:
+    def __init__(self, deps: EngineDeps, account_id: int, token: int, budget: float, dl: Deadline) -> None:
         self.deps = deps
         self.cfg = deps.config
         self.account_id = account_id
         self.token = token
-        self.deadline = time.monotonic() + budget if budget else None
+        self.deadline = time.monotonic() + budget  # between batches: the slice's budget
+        self.slice_deadline = dl  # inside a command: the connection is shut down when it passes
         self.started = time.monotonic()
         self.last_progress = 0.0
         self.slice_batches = 0  # committed in this slice
@@ -206,10 +221,15 @@ class _AccountSync:
             account.state = "syncing"
             account.current_run_id = self.run_row.id
             session.add(account)
+        limits = ResponseLimits.for_messages(self.cfg.max_message_bytes, self.cfg.body_chunk_bytes)
         try:
             login = self._login(account, password)
             with imap_session(
-                login, timeout=self.cfg.timeout, ssl_context=self.cfg.ssl_context, outbound=self.cfg.outbound
+                login,
+                timeout=self.cfg.timeout,
+                ssl_context=self.cfg.ssl_context,
+                outbound=self.cfg.outbound,
+                limits=limits,
             ) as client:
                 client.normalise_times = False
                 self._sync_mailbox(client)
@@ -220,6 +240,12 @@ class _AccountSync:
             log.warning("account %s: lease lost; stopping without writing", self.account_id)
             return Outcome.FAILED
         except SyncError as exc:
+            if isinstance(exc, Timeout) and self.slice_deadline.expired and self.deps.stopping.is_set():
+                # The process is stopping and cut the connection (expire_all): not the server's fault.
+                # The slice ends as if its time ran out; the next worker continues from the cursors.
+                log.info("account %s: slice stopped by shutdown", self.account_id)
+                self._save_slice(done=False)
+                return Outcome.MORE
             return self._fail(exc)
         except Exception:
             log.exception("account %s: unexpected error during sync", self.account_id)
@@ -311,7 +337,8 @@ class _AccountSync:
         for folder in pending:
             try:
                 count = int(client.folder_status(folder.name, [b"MESSAGES"])[b"MESSAGES"])
-            except IMAPClientError:
+            except IMAPClientError as exc:
+                _raise_if_connection_lost(exc)
                 continue
             self.estimates[folder.id] = count  # type: ignore[index]
             self.run_row.total += count
@@ -323,6 +350,7 @@ class _AccountSync:
         try:
             status = client.folder_status(folder.name, items)
         except IMAPClientError as exc:
+            _raise_if_connection_lost(exc)
             raise FolderGone(f"The folder {folder.name} is gone.", "") from exc
         uidnext = int(status[b"UIDNEXT"])
         uidvalidity = int(status[b"UIDVALIDITY"])
@@ -350,6 +378,7 @@ class _AccountSync:
         try:
             client.select_folder(folder.name, readonly=True)  # EXAMINE: we never change anything
         except IMAPClientError as exc:
+            _raise_if_connection_lost(exc)
             raise FolderGone(f"The folder {folder.name} is gone.", "") from exc
 
         if uidnext - 1 > folder.fwd_uid:
@@ -410,11 +439,12 @@ class _AccountSync:
             return
         if folder.fwd_uid < 1:
             return
-        resp = fetch_uid_range(client, 1, folder.fwd_uid, ["FLAGS"], modifiers=[f"CHANGEDSINCE {folder.highestmodseq}"])
-        changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items() if uid <= folder.fwd_uid}
-        if changes:
-            with self._writing() as session:
-                mailstore.set_flags(session, folder, changes)
+        modifiers = [f"CHANGEDSINCE {folder.highestmodseq}"]
+        for resp in self._flag_windows(client, 1, folder.fwd_uid, modifiers):
+            changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items() if uid <= folder.fwd_uid}
+            if changes:
+                with self._writing() as session:
+                    mailstore.set_flags(session, folder, changes)
 
     def _flag_pass(self, client: IMAPClient, folder: Folder) -> None:
         """Without CONDSTORE a flag-only change leaves STATUS unchanged: re-read flags of recent mail."""
@@ -423,10 +453,22 @@ class _AccountSync:
             known = mailstore.known_uids(session, folder, lo=1, hi=top)[-self.cfg.flag_window :]
         if not known:
             return
-        resp = fetch_uid_range(client, known[0], known[-1], ["FLAGS"])
-        changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items()}
-        with self._writing() as session:
-            mailstore.set_flags(session, folder, changes)
+        for resp in self._flag_windows(client, known[0], known[-1]):
+            changes = {uid: _flags(data.get(b"FLAGS", ())) for uid, data in resp.items()}
+            with self._writing() as session:
+                mailstore.set_flags(session, folder, changes)
+
+    def _flag_windows(
+        self, client: IMAPClient, lo: int, hi: int, modifiers: list[str] | None = None
+    ) -> Iterator[dict[int, dict[bytes, Any]]]:
+        """FLAGS of UIDs lo..hi, one FETCH per window of search_window UIDs.
+
+        The answer for a whole large folder could be millions of lines: above the per-command response
+        limit (sync/imap_limits.py), and all in memory at once.
+        """
+        for start in range(lo, hi + 1, self.cfg.search_window):
+            end = min(hi, start + self.cfg.search_window - 1)
+            yield fetch_uid_range(client, start, end, ["FLAGS"], modifiers=modifiers)
 
     def _sync_deletions(self, client: IMAPClient, folder: Folder, uidnext: int, messages: int) -> None:
         if folder.last_uidnext is not None and folder.last_messages is not None:
@@ -546,7 +588,7 @@ class _AccountSync:
             else:
                 to_store[key] = cand
         batch.stored = list(to_store.values())
-        if next_uids and self.deadline is not None and time.monotonic() >= self.deadline:
+        if next_uids and time.monotonic() >= self.deadline:
             next_uids = None  # this slice ends after this batch: nothing to send ahead
         self._fetch_bodies(pipe, batch.stored, next_uids)
         self._write_pending()  # the previous batch, if the body FETCH did not already wait for it
@@ -789,7 +831,7 @@ class _AccountSync:
             self.deps.notifier.sync_progress(self._report())
 
     def _check_budget(self) -> None:
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        if time.monotonic() >= self.deadline:
             raise _BudgetExhausted
 
     def _report(self) -> RunReport:
@@ -902,6 +944,18 @@ def _lowest_uid(client: IMAPClient) -> int:
     except IMAPClientError:
         return 1  # an empty folder: some servers answer BAD for a sequence number that does not exist
     return min(found) if found else 1
+
+
+def _slice_budget(cfg: EngineConfig, budget: float | None) -> float:
+    """The slice's budget, leaving room before the deadline for the batch that runs when it is spent."""
+    room = cfg.slice_deadline_seconds - min(60.0, cfg.slice_deadline_seconds / 2)
+    return room if budget is None else min(budget, room)
+
+
+def _raise_if_connection_lost(exc: IMAPClientError) -> None:
+    """Re-raise an abort: the connection is gone (or the slice deadline cut it), not the folder."""
+    if isinstance(exc, imaplib.IMAP4.abort):
+        raise exc
 
 
 def _flags(raw: Iterable[Any]) -> str:

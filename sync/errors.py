@@ -66,6 +66,12 @@ class ProtocolError(SyncError):
     code = "protocol"
 
 
+class ResponseLimitExceeded(ProtocolError):
+    """The server sent more than we accept: a literal above the size limit, or a flood of untagged responses."""
+
+    code = "response_limit"
+
+
 class LeaseLost(SyncError):
     """Another process took over this account's sync; this one must stop without writing."""
 

@@ -27,9 +27,12 @@ from sync.errors import (
     TlsFailed,
     Unreachable,
 )
+from sync.imap_limits import LimitedIMAP4, ResponseLimits
 from sync.outbound import OutboundPolicy, open_connection
 
 log = logging.getLogger(__name__)
+
+_imaplib_log = logging.getLogger("imapclient.imaplib")
 
 Security = Literal["tls", "starttls"]
 Mechanism = Literal["password", "xoauth2"]
@@ -92,13 +95,15 @@ def imap_session(
     timeout: float,
     ssl_context: SslContextFactory = default_ssl_context,
     outbound: OutboundPolicy = STRICT_POLICY,
+    limits: ResponseLimits = ResponseLimits(),
 ) -> Iterator[IMAPClient]:
     """A logged-in client; every failure becomes a SyncError, and the session is always closed.
 
     Under a `sync.deadline.deadline()` block the connection is shut down when the deadline passes, and
-    whatever failure that causes becomes a Timeout.
+    whatever failure that causes becomes a Timeout. A literal or a flood of responses above ``limits``
+    ends the command with ResponseLimitExceeded.
     """
-    client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound)
+    client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound, limits=limits)
     try:
         try:
             with translate_errors(login):
@@ -110,7 +115,7 @@ def imap_session(
             # provider's): renew it once, which also tells a revoked grant apart, then log in afresh.
             token = login.renew()
             _close(client)
-            client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound)
+            client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound, limits=limits)
             with translate_errors(login):
                 _log_in(client, login, token)
         with translate_errors(login):
@@ -133,6 +138,7 @@ def connect(
     timeout: float,
     ssl_context: SslContextFactory,
     outbound: OutboundPolicy = STRICT_POLICY,
+    limits: ResponseLimits = ResponseLimits(),
 ) -> IMAPClient:
     """Open the connection to a checked address and read the greeting (TLS first, or STARTTLS first)."""
     with translate_errors(login):
@@ -141,11 +147,17 @@ def connect(
         client = _PinnedIMAPClient(
             login.host,
             addresses,
+            limits,
             port=login.port,
             ssl=login.security == "tls",
             ssl_context=context,
             timeout=SocketTimeout(connect=min(timeout, 15.0), read=timeout),
         )
+        if not _imaplib_log.isEnabledFor(logging.DEBUG):
+            # imapclient sets imaplib's debug level to 5, and imaplib then formats a repr of every line and
+            # literal (a message body, or whatever a server sends) for a logger that drops it: CPU, and a
+            # transient copy four times the size of the data.
+            client._imap.debug = 0
         if login.security == "starttls":
             try:
                 client.starttls(context)
@@ -155,18 +167,25 @@ def connect(
         return client
 
 
-class _PinnedIMAP4(imaplib.IMAP4):
-    """imaplib's connection, opened to an address checked by the outbound policy.
+class _PinnedIMAP4(LimitedIMAP4):
+    """imaplib's connection, opened to an address checked by the outbound policy, with response limits.
 
     The TLS certificate is still verified for the typed host name (`self.host`), for TLS and for a
     later STARTTLS alike; the socket is registered with the current deadline before any TLS wrap.
     """
 
     def __init__(
-        self, host: str, addresses: list[str], port: int, tls: ssl.SSLContext | None, timeout: float | None
+        self,
+        host: str,
+        addresses: list[str],
+        port: int,
+        tls: ssl.SSLContext | None,
+        timeout: float | None,
+        limits: ResponseLimits,
     ) -> None:
         self._addresses = addresses
         self._tls = tls
+        self.response_limits = limits
         super().__init__(host, port, timeout=timeout)
 
     def _create_socket(self, timeout: float | None = None) -> socket.socket:
@@ -177,15 +196,17 @@ class _PinnedIMAP4(imaplib.IMAP4):
 
 
 class _PinnedIMAPClient(IMAPClient):
-    """IMAPClient whose connection goes to the checked addresses only."""
+    """IMAPClient whose connection goes to the checked addresses only, under response limits."""
 
-    def __init__(self, host: str, addresses: list[str], **kwargs: Any) -> None:
+    def __init__(self, host: str, addresses: list[str], limits: ResponseLimits, **kwargs: Any) -> None:
         self._addresses = addresses
+        self._limits = limits
         super().__init__(host, **kwargs)
 
     def _create_IMAP4(self) -> imaplib.IMAP4:
         tls = self.ssl_context if self.ssl else None
-        return _PinnedIMAP4(self.host, self._addresses, self.port, tls, getattr(self._timeout, "connect", None))
+        connect_timeout = getattr(self._timeout, "connect", None)
+        return _PinnedIMAP4(self.host, self._addresses, self.port, tls, connect_timeout, self._limits)
 
 
 @contextmanager

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -14,6 +14,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from models import accounts as account_queries
 from models import retention
 from models.db import session_scope
+from sync.deadline import expire_all
 from sync.engine import EngineDeps, Outcome, sync_account
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ class Dispatcher(Protocol):
     def dispatch(self, account_id: int) -> None:
         """Start (or queue) one slice of the account's sync."""
 
-    def shutdown(self) -> None:
-        """Stop taking work and wait for what runs."""
+    def shutdown(self, *, interrupt: bool = False) -> None:
+        """Stop taking work and wait for what runs (with ``interrupt``, end it at once first)."""
 
 
 class LocalDispatcher:
@@ -49,6 +50,7 @@ class LocalDispatcher:
         self.slice_seconds = slice_seconds
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync")
         self._running: set[int] = set()
+        self._futures: set[Future[Outcome | None]] = set()
         self._lock = threading.Lock()
 
     def dispatch(self, account_id: int) -> None:
@@ -57,7 +59,13 @@ class LocalDispatcher:
             if account_id in self._running:
                 return
             self._running.add(account_id)
-        self._pool.submit(self._run, account_id)
+            future = self._pool.submit(self._run, account_id)
+            self._futures.add(future)
+        future.add_done_callback(self._forget)
+
+    def _forget(self, future: Future[Outcome | None]) -> None:
+        with self._lock:
+            self._futures.discard(future)
 
     def _run(self, account_id: int) -> Outcome | None:
         try:
@@ -69,9 +77,29 @@ class LocalDispatcher:
             with self._lock:
                 self._running.discard(account_id)
 
-    def shutdown(self) -> None:
-        """Wait for the running slices (each stops at its next batch boundary at the latest)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+    def shutdown(self, *, interrupt: bool = False) -> None:
+        """Stop taking work and wait for the running slices; with ``interrupt``, end them at once (the process stops).
+
+        Without ``interrupt`` each slice runs to its end (its budget, at most its deadline). With it, every
+        live deadline of the process is expired (`sync.deadline.expire_all`): the connections are shut down,
+        so a slice stuck on a server that drips or stays silent ends now, and the wait is seconds. The engine
+        sees `deps.stopping` and ends such a slice like one whose time ran out (cursors kept, no failure
+        recorded). Only the worker process runs slices; connection tests live in the web process.
+        """
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        if not interrupt:
+            self._pool.shutdown(wait=True)
+            return
+        self.deps.stopping.set()
+        while True:
+            with self._lock:
+                running = set(self._futures)
+            if not running:
+                break
+            expire_all()
+            # Again until all have ended: a slice that was just starting may open its connection after this.
+            wait(running, timeout=0.5)
+        self._pool.shutdown(wait=True)
 
 
 class Clock:

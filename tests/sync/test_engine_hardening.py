@@ -132,6 +132,23 @@ def test_flags_follow_the_server_with_condstore(mailbox, connect, run_sync, deps
     assert flags_of(deps, account, "INBOX") == {uid: "\\Flagged \\Seen"}
 
 
+def test_changed_flags_are_read_one_uid_window_at_a_time(mailbox, connect, run_sync, deps):
+    # One FETCH for a whole large folder could be millions of lines, past the per-command response limit.
+    uids = [mailbox.append("INBOX", make_message(subject=f"m{n}"), date=WHEN) for n in range(5)]
+    account = connect(start="1m")
+    run_sync(account)
+    client = mailbox.server.client(mailbox.user, mailbox.password)
+    client.select_folder("INBOX")
+    client.add_flags([uids[0], uids[4]], [b"\\Seen"])
+    client.logout()
+    deps.config.search_window = 2
+    clear_rawlog(mailbox)
+    run_sync(account)
+    assert flags_of(deps, account, "INBOX") == {u: "\\Seen" if u in (uids[0], uids[4]) else "" for u in uids}
+    windows = [c for c in rawlog_commands(mailbox) if "CHANGEDSINCE" in c.upper()]
+    assert [c.split()[2] for c in windows] == ["1:2", "3:4", "5:5"], windows
+
+
 def test_flags_follow_the_server_without_condstore(tmp_path_factory, db, secrets, notifier):
     from tests.conftest import Mailbox
     from tests.support.dovecot import start_dovecot
