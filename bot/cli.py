@@ -27,6 +27,7 @@ from models.secrets import SecretKeyError
 from sync.engine import Outcome, sync_account
 from sync.errors import SyncError
 from sync.imap_session import ImapLogin, Security
+from sync.oauth_tokens import GrantRevoker
 from sync.scheduler import Clock, LocalDispatcher, Retention
 from sync.smtp_check import SmtpLogin
 
@@ -153,6 +154,7 @@ def account_list(as_json: bool = typer.Option(False, "--json")) -> None:
                 "user": a.user_id,
                 "email": a.email,
                 "imap": f"{a.imap_host}:{a.imap_port}/{a.imap_security}",
+                "auth": a.oauth_provider if a.auth_kind == "oauth" else "password",  # never a secret
                 "state": a.state,
                 "sync": a.sync_mode,
                 "start": a.start_option,
@@ -181,7 +183,8 @@ def account_remove(
 ) -> None:
     """Disconnect an account; its synced mail is kept unless --delete-mail."""
     services = _services()
-    if not account_flows.remove_account(services.db, account_id=account_id, delete_mail=delete_mail):
+    revoker = GrantRevoker(services.secrets, services.oauth)
+    if not account_flows.remove_account(services.db, account_id=account_id, delete_mail=delete_mail, revoker=revoker):
         _fail(f"no account {account_id}; `emailsync account list` shows them", EXIT_USAGE)
     typer.echo(f"account {account_id} {'deleted with its mail' if delete_mail else 'disconnected; mail kept'}")
 
@@ -346,7 +349,7 @@ def team_erase(
         if not confirmed:
             _fail(f"team {team}: nothing deleted (pass --yes to erase without asking)", EXIT_FAILURE)
     services = _services()
-    counts = erase_team(services.db, team_id=team)
+    counts = erase_team(services.db, team_id=team, revoker=GrantRevoker(services.secrets, services.oauth))
     if as_json:
         _print_json({"team": team, "deleted": counts})
     else:
@@ -398,6 +401,7 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
         services.secrets,
         timeout=services.settings.imap_timeout,
         outbound=services.settings.outbound_policy,
+        oauth=services.oauth,
     )
     ok = all(c["ok"] for c in checks)
     if as_json:

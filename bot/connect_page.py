@@ -1,4 +1,5 @@
-"""The connect page: the one place a person types their mail password (plain HTML, works without JavaScript)."""
+"""The connect page: the one place a person types their mail password or starts a sign-in with Google or
+Microsoft (plain HTML, works without JavaScript)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,9 @@ from bot.slack_app import SlackDeps
 from flows import setup as setup_flow
 from flows.accounts import FieldError
 from flows.connect_limits import TooManyAttempts
-from flows.providers import guess_servers
+from flows.providers import guess_servers, mail_provider
 from flows.setup import ConnectForm, LinkProblem, SetupState
+from models import accounts as account_queries
 from models import installations as installation_queries
 from models.db import session_scope
 from sync.errors import AuthFailed, SyncError, Timeout, TlsFailed, Unreachable
@@ -48,6 +50,12 @@ LINK_PROBLEMS = {
         "It had too many failed sign-in attempts, so it was locked to protect the mailbox. Start again with "
         "/emailsync in Slack; if the password keeps failing, create an app password at your mail provider.",
     ),
+}
+# Why a password is the wrong way in at these two (shown above their sign-in button).
+PASSWORD_WONT_WORK = {
+    "google": "Google accepts only an app password for IMAP, not your normal password, and many workspaces turn "
+    "app passwords off. Sign in with Google instead: no password is needed.",
+    "microsoft": "Microsoft 365 does not accept passwords for IMAP. Sign in with Microsoft instead.",
 }
 ERROR_TITLES = {
     AuthFailed: "The server did not accept the sign-in",
@@ -128,11 +136,19 @@ def routes(deps: SlackDeps) -> list[Route]:
     )
     names = SlackNames(deps)
     secure_cookie = deps.public_base_url.lower().startswith("https://")
+    sign_in = [{"name": p.name, "display": p.display_name} for p in deps.services.oauth.configured()]
 
     async def remember(request: Request, state: SetupState) -> None:
         # What _form shows and sets, kept on the request (the POST handler renders through _form too).
         request.state.connecting_for = await run_in_threadpool(names.lookup, state.team_id, state.user_id)
         request.state.secure_cookie = secure_cookie
+        request.state.sign_in = sign_in
+
+    async def lead_for(email: str) -> dict[str, str] | None:
+        """The sign-in to lead with for this address (an MX lookup: in a thread), when it is offered."""
+        if not sign_in or "@" not in email:
+            return None
+        return await run_in_threadpool(_lead, deps, email)
 
     async def page(request: Request) -> Response:
         token = request.path_params["token"]
@@ -141,7 +157,12 @@ def routes(deps: SlackDeps) -> list[Route]:
         except LinkProblem as exc:
             return _problem(request, exc.reason)
         await remember(request, state)
-        return _form(request, token, form=_blank_form())
+        form = _blank_form()
+        lead = None
+        if state.purpose == "reconnect" and state.account_id is not None:
+            # A reconnect knows its address: prefill it, and lead with the way it signed in before.
+            form["email"], lead = await run_in_threadpool(_reconnect_hint, deps, state.account_id)
+        return _form(request, token, form=form, lead=lead)
 
     async def submit(request: Request) -> Response:
         token = request.path_params["token"]
@@ -161,6 +182,12 @@ def routes(deps: SlackDeps) -> list[Route]:
                 status=403,
                 error={"title": "Please try again", "text": "The form expired or came from another page.", "fix": ""},
             )
+        email = values.get("email", "").strip()
+        if not values.get("password") and sign_in:
+            # An address without a password: at Google or Microsoft, show the way that works there.
+            lead = await lead_for(email)
+            if lead is not None:
+                return _form(request, token, form=_echo(values), lead=lead)
         guessed: dict[str, Any] = {}
 
         def attempt() -> SetupState:
@@ -178,9 +205,10 @@ def routes(deps: SlackDeps) -> list[Route]:
                 limits=settings.attempt_limits,
             )
 
-        def again(status: int, error: dict[str, str], **extra: Any) -> Response:
+        async def again(status: int, error: dict[str, str], **extra: Any) -> Response:
             """The form once more, with what was typed (or guessed) and what went wrong."""
             shown = _echo(values, guessed.get("form"))
+            extra.setdefault("lead", await lead_for(email))  # a failed password at Google/Microsoft: say why
             return _form(
                 request, token, form=shown, status=status, error=error, guess_note=guessed.get("note", ""), **extra
             )
@@ -188,25 +216,61 @@ def routes(deps: SlackDeps) -> list[Route]:
         try:
             state = await attempts.run(setup_flow.hash_token(token), attempt)
         except ValueError as exc:
-            return again(400, {"title": "Check the server settings", "text": str(exc), "fix": ""}, show_advanced=True)
+            error = {"title": "Check the server settings", "text": str(exc), "fix": ""}
+            return await again(400, error, show_advanced=True)
         except (Busy, AlreadyRunning, Overdue) as exc:
-            return again(503, _busy_error(exc), retry_after=5)
+            return await again(503, _busy_error(exc), retry_after=5, lead=None)
         except TooManyAttempts as exc:
-            return again(429, {"title": "Too many failed attempts", "text": exc.message, "fix": ""})
+            return await again(429, {"title": "Too many failed attempts", "text": exc.message, "fix": ""})
         except LinkProblem as exc:
             return _problem(request, exc.reason)
         except FieldError as exc:
-            return again(400, {"title": "Check your entry", "text": exc.message, "fix": ""})
+            return await again(400, {"title": "Check your entry", "text": exc.message, "fix": ""})
         except SyncError as exc:
-            title = next((t for cls, t in ERROR_TITLES.items() if isinstance(exc, cls)), "The connection failed")
-            return again(400, {"title": title, "text": exc.message, "fix": exc.fix}, show_advanced=True)
+            return await again(400, sync_error(exc), show_advanced=True)
         moved = await run_in_threadpool(_advance, deps, state)
         return templates.TemplateResponse(request, "done.html", {"email": state.draft.email, "moved": moved})
+
+    from bot.signin_page import routes as sign_in_routes
 
     return [
         Route("/connect/{token}", page, methods=["GET"]),
         Route("/connect/{token}", submit, methods=["POST"]),
+        *sign_in_routes(deps, attempts=attempts, remember=remember),
     ]
+
+
+def sync_error(exc: SyncError) -> dict[str, str]:
+    """The page's error box for a failed connection test."""
+    title = next((t for cls, t in ERROR_TITLES.items() if isinstance(exc, cls)), "The connection failed")
+    return {"title": title, "text": exc.message, "fix": exc.fix}
+
+
+def _lead(deps: SlackDeps, email: str) -> dict[str, str] | None:
+    if not deps.services.oauth.configured():
+        return None  # no sign-in to lead with: no DNS lookup either
+    name = mail_provider(email)
+    provider = deps.services.oauth.get(name) if name else None
+    if provider is None:
+        return None
+    return {"provider": provider.name, "display": provider.display_name, "why": PASSWORD_WONT_WORK[provider.name]}
+
+
+def _reconnect_hint(deps: SlackDeps, account_id: int) -> tuple[str, dict[str, str] | None]:
+    """A reconnect's address, and the sign-in to lead with (the one it used, else its domain's)."""
+    with session_scope(deps.services.db, readonly=True) as session:
+        account = account_queries.get_account(session, account_id)
+        if account is None:
+            return "", None
+        email, provider_name = account.email, account.oauth_provider if account.auth_kind == "oauth" else None
+    provider = deps.services.oauth.get(provider_name) if provider_name else None
+    if provider is not None:
+        return email, {
+            "provider": provider.name,
+            "display": provider.display_name,
+            "why": f"This mailbox was connected by signing in with {provider.display_name}: sign in again.",
+        }
+    return email, _lead(deps, email)
 
 
 def _advance(deps: SlackDeps, state: SetupState) -> str:
@@ -312,6 +376,7 @@ def _form(
     show_advanced: bool = False,
     guess_note: str = "",
     retry_after: int | None = None,
+    lead: dict[str, str] | None = None,
 ) -> Response:
     csrf = pysecrets.token_urlsafe(24)
     response = templates.TemplateResponse(
@@ -325,6 +390,8 @@ def _form(
             "show_advanced": show_advanced,
             "guess_note": guess_note,
             "connecting_for": getattr(request.state, "connecting_for", None),
+            "sign_in": getattr(request.state, "sign_in", []),
+            "lead": lead,
         },
         status_code=status,
     )

@@ -20,6 +20,9 @@ log = logging.getLogger(__name__)
 ClientForTeam = Callable[[str], WebClient]
 PublishHome = Callable[[WebClient, str, str], None]
 LOUD_KINDS = ("past", "widen")  # incremental polls every few minutes stay silent unless something breaks
+# Errors nobody can act on that pass by themselves (a provider's token endpoint down or throttling): the
+# engine backs off and retries; a DM would only worry the person.
+QUIET_CODES = ("provider_unavailable",)
 
 
 class SlackNotifier:
@@ -65,6 +68,9 @@ class SlackNotifier:
     def sync_failed(self, report: RunReport, code: str, message: str, fix: str) -> None:
         """Tell the owner once per kind of error, then remind at most once a day."""
         self.log.sync_failed(report, code, message, fix)
+        if code in QUIET_CODES:
+            self._home(report)
+            return
         if self._level(report) == "nothing":
             return
         now = utcnow()

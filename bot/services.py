@@ -6,7 +6,7 @@ import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 
@@ -15,6 +15,7 @@ from models.db import make_engine, make_private, sqlite_path, upgrade
 from models.secrets import PRIVATE_DIR, SecretBox, SecretKeyError, load_or_create_key_file, parse_keys
 from sync.engine import EngineConfig, EngineDeps
 from sync.notifier import LoggingNotifier, Notifier
+from sync.oauth import OAuthProviders
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +28,7 @@ class Services:
     db: Engine
     secrets: SecretBox
     notifier: Notifier
+    oauth: OAuthProviders = field(default_factory=OAuthProviders)  # sign-in providers, with cached discovery
 
     def engine_config(self) -> EngineConfig:
         """Engine tunables from the settings."""
@@ -39,6 +41,7 @@ class Services:
             slice_deadline_seconds=s.slice_deadline_seconds,
             exit_after_batch=s.test_exit_after_batch,
             outbound=s.outbound_policy,
+            oauth=self.oauth,
         )
 
     def engine_deps(self, role: str) -> EngineDeps:
@@ -58,7 +61,23 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
     db = make_engine(settings.database_url)  # creates the SQLite file with mode 0600
     if migrate and settings.is_sqlite:
         upgrade(db)
-    return Services(settings=settings, db=db, secrets=load_secret_box(settings), notifier=LoggingNotifier())
+    return Services(
+        settings=settings,
+        db=db,
+        secrets=load_secret_box(settings),
+        notifier=LoggingNotifier(),
+        oauth=settings.oauth_providers(),
+    )
+
+
+def log_sign_in_providers(oauth: OAuthProviders) -> None:
+    """Say at start which sign-in providers are offered, and why each other one is not."""
+    for provider in oauth.configured():
+        log.info("Sign in with %s is on (%s)", provider.display_name, provider.discovery_url)
+    for name, reason in oauth.missing.items():
+        # One of the pair set and not the other is a mistake worth a warning; neither set is a choice.
+        level = logging.WARNING if reason.endswith(" is not set") else logging.INFO
+        log.log(level, "Sign in with %s is off: %s", name.capitalize(), reason)
 
 
 def load_secret_box(settings: Settings) -> SecretBox:

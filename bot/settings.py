@@ -10,7 +10,11 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from flows.connect_limits import AttemptLimits
+from sync.oauth import MailServer, OAuthProvider, OAuthProviders, google_provider, microsoft_provider
 from sync.outbound import OutboundPolicy
+
+GOOGLE_DISCOVERY = "https://accounts.google.com/.well-known/openid-configuration"
+MICROSOFT_DISCOVERY = "https://login.microsoftonline.com/{tenant}/v2.0/.well-known/openid-configuration"
 
 
 class ConfigError(Exception):
@@ -63,6 +67,18 @@ class Settings(BaseSettings):
     # Bookkeeping retention: Slack retries an event within minutes; runs only feed progress and summaries.
     slack_event_retention_hours: float = Field(24.0, alias="EMAILSYNC_SLACK_EVENT_RETENTION_HOURS", gt=0)
     run_retention_days: float = Field(30.0, alias="EMAILSYNC_RUN_RETENTION_DAYS", gt=0)
+    # Sign in with Google / Microsoft (OAuth 2.0): each is offered once its client id and secret are set.
+    google_client_id: str | None = Field(None, alias="GOOGLE_CLIENT_ID")
+    google_client_secret: str | None = Field(None, alias="GOOGLE_CLIENT_SECRET", repr=False)
+    google_oidc_discovery_url: str = Field(GOOGLE_DISCOVERY, alias="GOOGLE_OIDC_DISCOVERY_URL")
+    google_imap_server: str = Field("imap.gmail.com:993", alias="GOOGLE_IMAP_SERVER")
+    google_smtp_server: str = Field("smtp.gmail.com:465", alias="GOOGLE_SMTP_SERVER")
+    microsoft_client_id: str | None = Field(None, alias="MICROSOFT_CLIENT_ID")
+    microsoft_client_secret: str | None = Field(None, alias="MICROSOFT_CLIENT_SECRET", repr=False)
+    microsoft_tenant: str = Field("common", alias="MICROSOFT_TENANT", pattern=r"^[A-Za-z0-9][A-Za-z0-9.-]{0,99}$")
+    microsoft_oidc_discovery_url: str = Field(MICROSOFT_DISCOVERY, alias="MICROSOFT_OIDC_DISCOVERY_URL")
+    microsoft_imap_server: str = Field("outlook.office365.com:993", alias="MICROSOFT_IMAP_SERVER")
+    microsoft_smtp_server: str = Field("smtp.office365.com:587", alias="MICROSOFT_SMTP_SERVER")
     # Test-only: exit the process hard right after committing batch N, so crash tests crash where meant.
     test_exit_after_batch: int | None = Field(None, alias="EMAILSYNC_TEST_EXIT_AFTER_BATCH")
 
@@ -86,6 +102,51 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"{exc}; use a comma-separated list like 10.0.0.0/8 or 1024-65535") from None
         return value
+
+    @field_validator("google_imap_server", "google_smtp_server", "microsoft_imap_server", "microsoft_smtp_server")
+    @classmethod
+    def _valid_server(cls, value: str, info: ValidationInfo) -> str:
+        smtp = (info.field_name or "").endswith("smtp_server")
+        MailServer.parse(value, starttls_ports=(25, 587, 2525) if smtp else (143,))
+        return value
+
+    @field_validator("google_oidc_discovery_url", "microsoft_oidc_discovery_url")
+    @classmethod
+    def _valid_discovery_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("use the https:// address of the provider's OpenID configuration document")
+        return value
+
+    def oauth_providers(self) -> OAuthProviders:
+        """The sign-in providers whose client id and secret are set, and why each other one is off."""
+        found: dict[str, OAuthProvider] = {}
+        missing: dict[str, str] = {}
+        for name, client_id, secret in (
+            ("google", self.google_client_id, self.google_client_secret),
+            ("microsoft", self.microsoft_client_id, self.microsoft_client_secret),
+        ):
+            prefix = name.upper()
+            unset = [n for n, v in ((f"{prefix}_CLIENT_ID", client_id), (f"{prefix}_CLIENT_SECRET", secret)) if not v]
+            if unset:
+                missing[name] = f"{' and '.join(unset)} {'is' if len(unset) == 1 else 'are'} not set"
+            elif name == "google":
+                found[name] = google_provider(
+                    client_id or "",
+                    secret or "",
+                    self.google_oidc_discovery_url,
+                    self.google_imap_server,
+                    self.google_smtp_server,
+                )
+            else:
+                found[name] = microsoft_provider(
+                    client_id or "",
+                    secret or "",
+                    self.microsoft_oidc_discovery_url,
+                    self.microsoft_tenant,
+                    self.microsoft_imap_server,
+                    self.microsoft_smtp_server,
+                )
+        return OAuthProviders(found, missing=missing)
 
     @property
     def outbound_policy(self) -> OutboundPolicy:

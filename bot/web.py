@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 from slack_bolt import App, BoltRequest, BoltResponse
@@ -20,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bot.services import Services
+from bot.services import Services, log_sign_in_providers
 from bot.settings import Settings
 from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client, oauth_enabled
 from bot.web_limits import (
@@ -124,13 +125,20 @@ def create_app(
             images.append(SLACK_BUTTON_IMAGES)
         routes += connect_routes(slack)
     settings = services.settings
+    # The sign-in buttons' POST is redirected to the provider: its origin must be a form target too.
+    providers = [_origin(p.discovery_url) for p in services.oauth.configured()] if slack is not None else []
     limits = Middleware(
         WebLimits,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.client_timeout,
-        content_security_policy=content_security_policy(style_hashes(*pages), images),
+        content_security_policy=content_security_policy(style_hashes(*pages), images, providers),
     )
     return Starlette(routes=routes, middleware=[limits], lifespan=lifespan)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def server_config(
@@ -181,6 +189,7 @@ def slack_deps_from(services: Services) -> SlackDeps | None:
 def serve(services: Services) -> None:
     """Start the worker as a child process (syncs never run in web threads), then serve HTTP."""
     slack = slack_deps_from(services)
+    log_sign_in_providers(services.oauth)
     bolt = build_bolt_app(slack) if slack is not None else None
     socket_handler = None
     if slack is not None and bolt is not None and services.settings.slack_app_token:

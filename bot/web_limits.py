@@ -47,13 +47,20 @@ def style_hashes(*documents: str) -> list[str]:
     return sources
 
 
-def content_security_policy(style_sources: Iterable[str], image_sources: Iterable[str] = ()) -> str:
-    """A deny-by-default policy: no scripts, no frames, forms only to this origin, never framed."""
+def content_security_policy(
+    style_sources: Iterable[str], image_sources: Iterable[str] = (), form_targets: Iterable[str] = ()
+) -> str:
+    """A deny-by-default policy: no scripts, no frames, forms only to this origin, never framed.
+
+    `form_targets` are origins a form's submission may be redirected to: browsers check form-action on every
+    redirect, and the "Sign in with ..." button posts here and is redirected to the provider.
+    """
     styles = " ".join(style_sources) or "'none'"
     images = " ".join(image_sources) or "'none'"
+    forms = " ".join(["'self'", *form_targets])
     return (
         f"default-src 'none'; style-src {styles}; img-src {images}; "
-        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+        f"form-action {forms}; base-uri 'none'; frame-ancestors 'none'"
     )
 
 

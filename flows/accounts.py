@@ -18,6 +18,7 @@ from sync.deadline import deadline
 from sync.folders import RemoteFolder, discover_folders, selected_by_default
 from sync.imap_limits import CONNECT_LIMITS
 from sync.imap_session import STRICT_POLICY, ImapLogin, SslContextFactory, default_ssl_context, imap_session
+from sync.oauth_tokens import GrantRevoker
 from sync.outbound import OutboundPolicy
 from sync.smtp_check import SmtpLogin, check_smtp
 
@@ -160,14 +161,18 @@ def add_account(
         return account.id
 
 
-def remove_account(db: Engine, *, account_id: int, delete_mail: bool) -> bool:
-    """Disconnect an account (secret wiped, syncing stopped) and, if asked, delete its synced mail; False if absent."""
+def remove_account(db: Engine, *, account_id: int, delete_mail: bool, revoker: GrantRevoker | None = None) -> bool:
+    """Disconnect an account (secret or tokens wiped, syncing stopped, a sign-in grant revoked where the provider
+    offers it) and, if asked, delete its synced mail; False if absent."""
     with session_scope(db) as session:
         account = account_queries.get_account(session, account_id)
         if account is None:
             return False
+        grants = revoker.collect([account]) if revoker is not None else []
         if delete_mail:
             account_queries.delete_account(session, account_id=account_id)
         else:
             account_queries.disconnect_account(session, account_id=account_id)
-        return True
+    if revoker is not None:
+        revoker.revoke(grants)
+    return True

@@ -18,6 +18,7 @@ from models.clock import utcnow
 from models.db import session_scope
 from models.tables import EmailAccount, UserSettings
 from sync.folders import selected_by_default
+from sync.oauth_tokens import GrantRevoker
 
 NOTIFICATION_LEVELS = ("everything", "errors", "nothing")
 
@@ -45,6 +46,8 @@ class AccountSummary:
     run_processed: int | None
     run_total: int | None
     folders: list[tuple[str, str | None, bool]]  # name, role, selected
+    auth_kind: str = "password"  # password | oauth
+    oauth_provider: str | None = None  # google | microsoft, for an account signed in with one
 
 
 def summaries(db: Engine, *, team_id: str, user_id: str) -> list[AccountSummary]:
@@ -73,6 +76,8 @@ def summaries(db: Engine, *, team_id: str, user_id: str) -> list[AccountSummary]
                     run_processed=run.processed if run else None,
                     run_total=run.total if run else None,
                     folders=[(f.name, f.role, f.selected) for f in account_queries.folders_of(session, a.id)],
+                    auth_kind=a.auth_kind,
+                    oauth_provider=a.oauth_provider,
                 )
             )
         return out
@@ -189,24 +194,43 @@ def reconnect(db: Engine, account_id: int, *, team_id: str, user_id: str) -> tup
     return start_setup(db, team_id=team_id, user_id=user_id, account_id=account_id, purpose="reconnect")
 
 
-def disconnect(db: Engine, account_id: int, *, team_id: str, user_id: str, delete_mail: bool) -> None:
-    """Stop syncing and forget the password; keep the synced mail or delete it."""
+def disconnect(
+    db: Engine,
+    account_id: int,
+    *,
+    team_id: str,
+    user_id: str,
+    delete_mail: bool,
+    revoker: GrantRevoker | None = None,
+) -> None:
+    """Stop syncing and forget the password or tokens; keep the synced mail or delete it.
+
+    A grant from signing in with Google is revoked at the provider too (after the commit: best effort).
+    """
     with session_scope(db) as session:
-        _owned(session, account_id, team_id, user_id)
+        account = _owned(session, account_id, team_id, user_id)
+        grants = revoker.collect([account]) if revoker is not None else []
         if delete_mail:
             account_queries.delete_account(session, account_id=account_id)
         else:
             account_queries.disconnect_account(session, account_id=account_id)
+    if revoker is not None:
+        revoker.revoke(grants)
 
 
-def delete_my_data(db: Engine, *, team_id: str, user_id: str) -> int:
-    """Remove a person's accounts, secrets, synced mail and settings; return how many accounts went."""
+def delete_my_data(db: Engine, *, team_id: str, user_id: str, revoker: GrantRevoker | None = None) -> int:
+    """Remove a person's accounts, secrets, synced mail and settings (revoking sign-in grants after the commit);
+    return how many accounts went."""
     with session_scope(db) as session:
         accounts = account_queries.accounts_of(session, team_id=team_id, user_id=user_id)
+        grants = revoker.collect(accounts) if revoker is not None else []
         for account in accounts:
             account_queries.delete_account(session, account_id=account.id)  # type: ignore[arg-type]
         account_queries.delete_person_settings(session, team_id=team_id, user_id=user_id)
-        return len(accounts)
+        count = len(accounts)
+    if revoker is not None:
+        revoker.revoke(grants)
+    return count
 
 
 def general_settings(db: Engine, *, team_id: str, user_id: str) -> tuple[UserSettings, list[str]]:

@@ -1,4 +1,5 @@
-"""Guessing IMAP and SMTP settings from an address: built-in presets, RFC 6186 SRV records, then imap.<domain>."""
+"""Guessing IMAP and SMTP settings from an address: built-in presets, RFC 6186 SRV records, then imap.<domain>;
+and telling Google and Microsoft mailboxes apart (known domains, else the domain's MX records)."""
 
 from __future__ import annotations
 
@@ -124,3 +125,43 @@ def _srv(name: str, lifetime: float) -> tuple[str, int] | None:
         if target:  # "." means the service is explicitly not offered
             return target, int(record.port)
     return None
+
+
+# Mailbox domains of the two providers that sign people in (OAuth) rather than take passwords.
+SIGN_IN_DOMAINS = {
+    "gmail.com": "google",
+    "googlemail.com": "google",
+    "outlook.com": "microsoft",
+    "hotmail.com": "microsoft",
+    "live.com": "microsoft",
+    "msn.com": "microsoft",
+}
+
+
+def mail_provider(email: str, *, dns_lifetime: float = 2.0) -> str | None:
+    """Where the address's mail lives: "google" or "microsoft" (a known domain, else its MX hosts), else None.
+
+    Looks up DNS for unknown domains (at most `dns_lifetime` seconds): call it off any event loop.
+    """
+    domain = email.rpartition("@")[2].strip().lower().rstrip(".")
+    if not domain or "." not in domain:
+        return None
+    known = SIGN_IN_DOMAINS.get(domain)
+    if known is not None:
+        return known
+    for host in _mx_hosts(domain, dns_lifetime):
+        # Google Workspace: aspmx.l.google.com and its alternates, or smtp.google.com (since 2023);
+        # Microsoft 365 and Outlook.com: <tenant>.mail.protection.outlook.com, *.olc.protection.outlook.com.
+        if host == "smtp.google.com" or host.endswith((".l.google.com", ".googlemail.com")):
+            return "google"
+        if host.endswith(".protection.outlook.com"):
+            return "microsoft"
+    return None
+
+
+def _mx_hosts(domain: str, lifetime: float) -> list[str]:
+    try:
+        answers = dns.resolver.resolve(domain, "MX", lifetime=lifetime)
+    except (dns.exception.DNSException, OSError):
+        return []
+    return [str(r.exchange).rstrip(".").lower() for r in sorted(answers, key=lambda r: r.preference)]

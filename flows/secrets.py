@@ -6,6 +6,7 @@ from sqlalchemy import Engine
 
 from models import accounts as account_queries
 from models import installations as installation_queries
+from models import setup_sessions as setup_queries
 from models.db import session_scope
 from models.secrets import SecretBox
 
@@ -15,10 +16,16 @@ def rotate_secrets(db: Engine, secrets: SecretBox) -> int:
     count = 0
     with session_scope(db) as session:
         for account in account_queries.list_accounts(session):
-            if account.secret_encrypted:
-                account.secret_encrypted = secrets.rotate(account.secret_encrypted)
-                session.add(account)
-                count += 1
+            for column in ("secret_encrypted", "oauth_access_encrypted", "oauth_refresh_encrypted"):
+                sealed = getattr(account, column)
+                if sealed:
+                    setattr(account, column, secrets.rotate(sealed))
+                    count += 1
+            session.add(account)
+        for setup in setup_queries.sign_ins_in_progress(session):  # a sign-in's verifier or pending tokens
+            setup.oauth_flow_encrypted = secrets.rotate(setup.oauth_flow_encrypted or "")
+            session.add(setup)
+            count += 1
         for installation in installation_queries.all_installations(session):  # Slack tokens of OAuth installs
             for column in installation_queries.TOKEN_COLUMNS:
                 sealed = getattr(installation, column)

@@ -6,7 +6,9 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import os
 import secrets as pysecrets
+import socket
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -24,7 +26,7 @@ from models.db import session_scope
 from models.secrets import SecretBox
 from models.tables import EmailAccount, Folder, SetupSession
 from sync.errors import SyncError
-from sync.folders import selected_by_default
+from sync.folders import RemoteFolder, selected_by_default
 from sync.imap_session import (
     STRICT_POLICY,
     ImapLogin,
@@ -33,6 +35,8 @@ from sync.imap_session import (
     default_ssl_context,
     security_of,
 )
+from sync.oauth import OAuthProviders
+from sync.oauth_tokens import TokenKeeper
 from sync.outbound import OutboundPolicy
 from sync.preview import WindowPreview, preview_window
 from sync.smtp_check import SmtpLogin
@@ -180,10 +184,7 @@ def connect(
     failure. A failure leaves the link usable (a typo costs nothing) until `limits.per_link` failures
     use it up; a success uses it up atomically, so two submits at once give one account.
     """
-    with session_scope(db, readonly=True) as session:
-        link = _by_token(session, token)
-        session_id, team_id, user_id = link.id, link.team_id, link.user_id
-    assert session_id is not None
+    link = link_of(db, token)
     email = form.email.strip().lower()
     if "@" not in email or email.startswith("@") or email.endswith("@"):
         raise FieldError("email", "Enter the full email address, like name@example.com.")
@@ -201,10 +202,81 @@ def connect(
         if form.smtp_host.strip()
         else None
     )
+    remote = check_with_limits(
+        db,
+        link,
+        login,
+        smtp,
+        timeout=timeout,
+        ssl_context=ssl_context,
+        outbound=outbound,
+        deadline_seconds=deadline_seconds,
+        limits=limits,
+    )
+    fields: dict[str, Any] = {
+        "imap_host": login.host,
+        "imap_port": login.port,
+        "imap_security": login.security,
+        "username": username,
+        "secret_encrypted": secret_box.encrypt(form.password),
+        "smtp_host": smtp.host if smtp else None,
+        "smtp_port": smtp.port if smtp else None,
+        "smtp_security": smtp.security if smtp else None,
+        **PASSWORD_AUTH,
+    }
+    return store_connection(db, link, email, fields, remote)
+
+
+@dataclass(frozen=True)
+class LinkRef:
+    """A connect link found valid: its setup session, owner, and the hash that claiming it checks."""
+
+    session_id: int
+    team_id: str
+    user_id: str
+    token_hash: str
+
+
+# A password connection replaces whatever sign-in an account had before.
+PASSWORD_AUTH: dict[str, Any] = {
+    "auth_kind": "password",
+    "oauth_provider": None,
+    "oauth_access_encrypted": None,
+    "oauth_refresh_encrypted": None,
+    "oauth_expires_at": None,
+    "oauth_scope": None,
+}
+
+
+def link_of(db: Engine, token: str) -> LinkRef:
+    """The usable link for a connect token, or LinkProblem."""
+    with session_scope(db, readonly=True) as session:
+        row = _by_token(session, token)
+        assert row.id is not None
+        return LinkRef(row.id, row.team_id, row.user_id, row.token_hash)
+
+
+def check_with_limits(
+    db: Engine,
+    link: LinkRef,
+    login: ImapLogin,
+    smtp: SmtpLogin | None,
+    *,
+    timeout: float,
+    ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
+    deadline_seconds: float = CONNECT_DEADLINE_SECONDS,
+    limits: AttemptLimits = AttemptLimits(),
+) -> list[RemoteFolder]:
+    """Test IMAP (login + LIST) and SMTP under the connect page's deadline and failure limits; return the folders.
+
+    A failure counts against the link, the person and the server (TooManyAttempts before trying when over a
+    limit); the failure that reaches the link's limit uses the link up (LinkProblem "locked").
+    """
     host = login.host.lower()
-    connect_limits.check_allowed(db, limits, team_id=team_id, user_id=user_id, host=host)
+    connect_limits.check_allowed(db, limits, team_id=link.team_id, user_id=link.user_id, host=host)
     try:
-        remote = check_connection(
+        return check_connection(
             login,
             smtp,
             timeout=timeout,
@@ -214,26 +286,33 @@ def connect(
         )
     except SyncError as exc:
         locked = connect_limits.record_failure(
-            db, limits, session_id=session_id, team_id=team_id, user_id=user_id, host=host, code=exc.code
+            db,
+            limits,
+            session_id=link.session_id,
+            team_id=link.team_id,
+            user_id=link.user_id,
+            host=host,
+            code=exc.code,
         )
         if locked:
             raise LinkProblem("locked") from None
         raise
+
+
+def store_connection(
+    db: Engine, link: LinkRef, email: str, fields: dict[str, Any], remote: list[RemoteFolder]
+) -> SetupState:
+    """Store a tested connection (password or sign-in alike) and use the link up, atomically.
+
+    A new setup creates the account (state "connecting") with its folder list and moves to the tracking
+    step; a reconnect replaces the server settings and secret and keeps every other setting.
+    """
     with session_scope(db) as session:
         # Use the link up first, in this transaction: of two submits at once only one gets past here.
-        if not failure_queries.claim_link(session, session_id, hash_token(token)):
+        if not failure_queries.claim_link(session, link.session_id, link.token_hash):
             raise LinkProblem("used")
-        row = _owned(session, session_id, team_id, user_id)
-        fields: dict[str, Any] = {
-            "imap_host": login.host,
-            "imap_port": login.port,
-            "imap_security": login.security,
-            "username": username,
-            "secret_encrypted": secret_box.encrypt(form.password),
-            "smtp_host": smtp.host if smtp else None,
-            "smtp_port": smtp.port if smtp else None,
-            "smtp_security": smtp.security if smtp else None,
-        }
+        row = _owned(session, link.session_id, link.team_id, link.user_id)
+        row.oauth_state_hash = row.oauth_flow_encrypted = None  # a sign-in in progress ends with the link
         if row.purpose == "reconnect" and row.account_id is not None:
             account = account_queries.get_account(session, row.account_id)
             if account is None:
@@ -402,9 +481,13 @@ def preview(
     timeout: float,
     ssl_context: SslContextFactory = default_ssl_context,
     outbound: OutboundPolicy = STRICT_POLICY,
+    oauth: OAuthProviders | None = None,
 ) -> WindowPreview | None:
-    """What the chosen past window holds on the server (None for "now" or before connecting)."""
-    with session_scope(db) as session:
+    """What the chosen past window holds on the server (None for "now" or before connecting).
+
+    A mailbox signed in with Google/Microsoft logs in with its access token, the same way a sync does.
+    """
+    with session_scope(db, readonly=True) as session:
         row = _owned(session, session_id, team_id, user_id)
         draft = SetupDraft.from_json(row.draft)
         account = account_queries.get_account(session, row.account_id) if row.account_id else None
@@ -418,7 +501,12 @@ def preview(
         contacts = (
             contact_queries.team_contact_emails(session, team_id=team_id) if draft.contact_scope == "contacts" else None
         )
-        login = account_login(account, secret_box.decrypt(account.secret_encrypted))
+        password = secret_box.decrypt(account.secret_encrypted) if account.auth_kind != "oauth" else ""
+    if account.auth_kind == "oauth":  # after the read transaction: a refresh borrows the lease in its own
+        keeper = TokenKeeper(db, secret_box, oauth or OAuthProviders())
+        login = keeper.login_outside_sync(account, owner=f"preview:{socket.gethostname()}:{os.getpid()}")
+    else:
+        login = account_login(account, password)
     since = start_date_for(draft.start, dt.date.today())
     assert since is not None
     return preview_window(login, names, since, contacts, timeout=timeout, ssl_context=ssl_context, outbound=outbound)
@@ -432,6 +520,7 @@ def renew_link(db: Engine, session_id: int, *, team_id: str, user_id: str) -> tu
         row.token_hash = hash_token(token)
         row.expires_at = utcnow() + LINK_LIFETIME
         row.used_at = None
+        row.oauth_state_hash = row.oauth_flow_encrypted = None  # a sign-in started from the old link ends
         setup_queries.save(session, row)
         session.flush()
         return _state(session, row), token

@@ -6,9 +6,11 @@ import logging
 
 from sqlalchemy import Engine
 
+from models import accounts as account_queries
 from models import installations as installation_queries
 from models import teams as team_queries
 from models.db import session_scope
+from sync.oauth_tokens import GrantRevoker
 
 log = logging.getLogger(__name__)
 
@@ -55,10 +57,14 @@ def forget_user_tokens(db: Engine, *, team_id: str, user_ids: list[str]) -> None
         installation_queries.clear_user_tokens(session, team_id=team_id, user_ids=user_ids)
 
 
-def erase_team(db: Engine, *, team_id: str) -> dict[str, int]:
+def erase_team(db: Engine, *, team_id: str, revoker: GrantRevoker | None = None) -> dict[str, int]:
     """Delete everything of the team (mailboxes with their secrets, folders, mail and runs; contacts, blocked
-    addresses, personal settings, setup sessions, the Slack installation); return the count of each kind."""
+    addresses, personal settings, setup sessions, the Slack installation); return the count of each kind.
+    Sign-in grants are revoked at the provider after the commit (best effort)."""
     with session_scope(db) as session:
+        grants = revoker.collect(list(account_queries.list_accounts(session, team_id=team_id))) if revoker else []
         counts = team_queries.erase_team(session, team_id=team_id)
+    if revoker is not None:
+        revoker.revoke(grants)
     log.info("team %s erased: %s", team_id, counts)
     return counts

@@ -64,7 +64,37 @@ def disconnect_account(session: Session, *, account_id: int) -> None:
     session.exec(
         update(EmailAccount)
         .where(col(EmailAccount.id) == account_id)
-        .values(state="disconnected", secret_encrypted="", next_sync_at=None, current_run_id=None)
+        .values(
+            state="disconnected",
+            secret_encrypted="",
+            oauth_access_encrypted=None,
+            oauth_refresh_encrypted=None,
+            oauth_expires_at=None,
+            next_sync_at=None,
+            current_run_id=None,
+        )
+    )
+
+
+def save_oauth_tokens(
+    session: Session,
+    *,
+    account_id: int,
+    access_encrypted: str,
+    refresh_encrypted: str,
+    expires_at: dt.datetime,
+    scope: str,
+) -> None:
+    """Store refreshed tokens (already encrypted) of an OAuth account; the caller's transaction holds the lease."""
+    session.exec(
+        update(EmailAccount)
+        .where(col(EmailAccount.id) == account_id, col(EmailAccount.auth_kind) == "oauth")
+        .values(
+            oauth_access_encrypted=access_encrypted,
+            oauth_refresh_encrypted=refresh_encrypted,
+            oauth_expires_at=expires_at,
+            oauth_scope=scope,
+        )
     )
 
 

@@ -1,16 +1,17 @@
-"""Pruning the bookkeeping tables that would otherwise grow forever: Slack event ids, old runs, failed connects."""
+"""Pruning the bookkeeping tables that would otherwise grow forever: Slack event ids, old runs, failed connects;
+and the leftovers of sign-ins abandoned half way (a verifier, or tokens awaiting a choice nobody made)."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
 from models import connect_failures, slack_events
 from models.clock import utcnow
-from models.tables import EmailAccount, SyncRun
+from models.tables import EmailAccount, SetupSession, SyncRun
 
 
 @dataclass(frozen=True)
@@ -20,6 +21,7 @@ class Pruned:
     slack_events: int
     runs: int
     connect_failures: int = 0
+    sign_ins: int = 0
 
 
 def prune_finished_runs(session: Session, age: dt.timedelta) -> int:
@@ -48,4 +50,15 @@ def prune(
         slack_events=slack_events.forget_older_than(session, slack_events_older_than),
         runs=prune_finished_runs(session, runs_older_than),
         connect_failures=connect_failures.prune_failures(session, before=utcnow() - connect_failures_older_than),
+        sign_ins=forget_abandoned_sign_ins(session),
     )
+
+
+def forget_abandoned_sign_ins(session: Session) -> int:
+    """Drop the sign-in state of links that expired: an unfinished sign-in must not keep tokens around."""
+    result = session.exec(
+        update(SetupSession)
+        .where(col(SetupSession.oauth_flow_encrypted).is_not(None), col(SetupSession.expires_at) < utcnow())
+        .values(oauth_state_hash=None, oauth_flow_encrypted=None)
+    )
+    return int(result.rowcount or 0)

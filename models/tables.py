@@ -36,7 +36,13 @@ class EmailAccount(SQLModel, table=True):
     imap_port: int = 993
     imap_security: str = Field(default="tls", max_length=16)  # tls | starttls
     username: str = Field(max_length=320)
-    secret_encrypted: str = Field(sa_column=Column(Text, nullable=False), repr=False)
+    secret_encrypted: str = Field(sa_column=Column(Text, nullable=False), repr=False)  # "" for an OAuth account
+    auth_kind: str = Field(default="password", max_length=16)  # password | oauth
+    oauth_provider: str | None = Field(default=None, max_length=16)  # google | microsoft
+    oauth_access_encrypted: str | None = Field(default=None, sa_column=Column(Text), repr=False)
+    oauth_refresh_encrypted: str | None = Field(default=None, sa_column=Column(Text), repr=False)
+    oauth_expires_at: dt.datetime | None = None  # absolute expiry of the access token
+    oauth_scope: str | None = Field(default=None, sa_column=Column(Text))  # granted, space-separated
     smtp_host: str | None = Field(default=None, max_length=255)
     smtp_port: int | None = None
     smtp_security: str | None = Field(default=None, max_length=16)
@@ -238,6 +244,10 @@ class SetupSession(SQLModel, table=True):
     created_at: dt.datetime = Field(default_factory=utcnow)
     failed_attempts: int = 0  # failed connection tests through this link
     locked_reason: str | None = Field(default=None, max_length=16)  # "failures": used up by too many
+    # A sign-in with Google/Microsoft in progress: sha256 of its one-time `state` (or of the token of the
+    # "which address?" choice), and the flow itself (PKCE verifier, nonce, tokens awaiting the choice) encrypted.
+    oauth_state_hash: str | None = Field(default=None, max_length=64, index=True, repr=False)
+    oauth_flow_encrypted: str | None = Field(default=None, sa_column=Column(Text), repr=False)
 
 
 class ConnectFailure(SQLModel, table=True):

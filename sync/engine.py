@@ -37,6 +37,7 @@ from sync.folders import RemoteFolder, discover_folders, selected_by_default
 from sync.imap_limits import ResponseLimits
 from sync.imap_session import (
     STRICT_POLICY,
+    ImapLogin,
     SslContextFactory,
     account_login,
     default_ssl_context,
@@ -44,6 +45,8 @@ from sync.imap_session import (
     imap_session,
 )
 from sync.notifier import Notifier, RunReport
+from sync.oauth import OAuthProviders
+from sync.oauth_tokens import TokenKeeper
 from sync.outbound import OutboundPolicy
 from sync.parse import Body, Headers, parse_body, parse_headers
 
@@ -78,6 +81,8 @@ class EngineConfig:
     exit_after_batch: int | None = None  # test-only: os._exit after committing batch N
     ssl_context: SslContextFactory = default_ssl_context
     outbound: OutboundPolicy = STRICT_POLICY  # where stored hosts may still point (DNS changes)
+    oauth: OAuthProviders = field(default_factory=OAuthProviders)  # for accounts signed in with Google/Microsoft
+    token_margin: float = 600.0  # refresh an OAuth access token when it has less than this many seconds left
 
 
 @dataclass
@@ -204,7 +209,8 @@ class _AccountSync:
             self.account = account
             self.was_failing = account.last_error_code is not None
             try:
-                password = self.deps.secrets.decrypt(account.secret_encrypted)
+                # An OAuth account has no password: its access token is fetched in _login, outside this transaction.
+                password = self.deps.secrets.decrypt(account.secret_encrypted) if account.auth_kind != "oauth" else ""
             except SecretKeyError as exc:
                 self.run_row = self._current_run(session, account)
                 session.commit()
@@ -215,9 +221,9 @@ class _AccountSync:
             account.state = "syncing"
             account.current_run_id = self.run_row.id
             session.add(account)
-        login = account_login(account, password)
         limits = ResponseLimits.for_messages(self.cfg.max_message_bytes, self.cfg.body_chunk_bytes)
         try:
+            login = self._login(account, password)
             with imap_session(
                 login,
                 timeout=self.cfg.timeout,
@@ -246,6 +252,13 @@ class _AccountSync:
             return self._fail(ProtocolError("An unexpected error stopped the sync.", "It is retried automatically."))
         self._save_slice(done=True)
         return Outcome.DONE
+
+    def _login(self, account: EmailAccount, password: str) -> ImapLogin:
+        if account.auth_kind != "oauth":
+            return account_login(account, password)
+        # Signed in with Google/Microsoft: the access token is refreshed here, under this slice's lease.
+        keeper = TokenKeeper(self.deps.db, self.deps.secrets, self.cfg.oauth, margin=self.cfg.token_margin)
+        return keeper.login(account, self._writing)
 
     def _current_run(self, session: Session, account: EmailAccount) -> SyncRun:
         run = session.get(SyncRun, account.current_run_id) if account.current_run_id else None

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 _imaplib_log = logging.getLogger("imapclient.imaplib")
 
 Security = Literal["tls", "starttls"]
+Mechanism = Literal["password", "xoauth2"]
 SslContextFactory = Callable[[], ssl.SSLContext]
 STRICT_POLICY = OutboundPolicy()
 
@@ -44,15 +45,24 @@ APP_PASSWORD_HINT = (
 )
 
 
+TOKEN_REFUSED_HINT = "Reconnect and sign in again; if it keeps failing, IMAP may be turned off for this mailbox."
+
+
 @dataclass(frozen=True)
 class ImapLogin:
-    """Where and how to log in to a mailbox; the password never shows in repr."""
+    """Where and how to log in to a mailbox; the password (or access token) never shows in repr.
+
+    With mechanism "xoauth2" the password is an OAuth access token, and `renew`, when given, fetches a
+    fresh one for a single retry after the server refused the first.
+    """
 
     host: str
     port: int
     security: Security
     username: str
     password: str = field(repr=False)
+    mechanism: Mechanism = "password"
+    renew: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
 
 def security_of(value: str | None) -> Security:
@@ -60,10 +70,16 @@ def security_of(value: str | None) -> Security:
     return "starttls" if value == "starttls" else "tls"
 
 
-def account_login(account: EmailAccount, password: str) -> ImapLogin:
-    """The IMAP login of a stored account, with its decrypted password."""
+def account_login(account: EmailAccount, password: str, renew: Callable[[], str] | None = None) -> ImapLogin:
+    """The IMAP login of a stored account, with its decrypted password (an access token for an OAuth account)."""
     return ImapLogin(
-        account.imap_host, account.imap_port, security_of(account.imap_security), account.username, password
+        account.imap_host,
+        account.imap_port,
+        security_of(account.imap_security),
+        account.username,
+        password,
+        mechanism="xoauth2" if account.auth_kind == "oauth" else "password",
+        renew=renew,
     )
 
 
@@ -89,12 +105,31 @@ def imap_session(
     """
     client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound, limits=limits)
     try:
-        with translate_errors(login):
-            client.login(login.username, login.password)
+        try:
+            with translate_errors(login):
+                _log_in(client, login, login.password)
+        except AuthFailed:
+            if login.renew is None:
+                raise
+            # An access token can be refused before its stated expiry (revoked, or our clock ahead of the
+            # provider's): renew it once, which also tells a revoked grant apart, then log in afresh.
+            token = login.renew()
+            _close(client)
+            client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound, limits=limits)
+            with translate_errors(login):
+                _log_in(client, login, token)
         with translate_errors(login):
             yield client
     finally:
         _close(client)
+
+
+def _log_in(client: IMAPClient, login: ImapLogin, secret: str) -> None:
+    """LOGIN with the password, or AUTHENTICATE XOAUTH2 with the access token."""
+    if login.mechanism == "xoauth2":
+        client.oauth2_login(login.username, secret)
+    else:
+        client.login(login.username, secret)
 
 
 def connect(
@@ -221,7 +256,7 @@ def _sync_error_for(exc: Exception, login: ImapLogin, where: str) -> SyncError |
             "the server may also be down or behind a firewall.",
         )
     if isinstance(exc, LoginError):
-        return _login_error(exc)
+        return _login_error(exc, login)
     if isinstance(exc, IMAPClientError):
         text = str(exc).upper()
         if "THROTTLED" in text or "LIMIT" in text:
@@ -238,12 +273,14 @@ def _sync_error_for(exc: Exception, login: ImapLogin, where: str) -> SyncError |
     return None
 
 
-def _login_error(exc: LoginError) -> SyncError:
+def _login_error(exc: LoginError, login: ImapLogin) -> SyncError:
     text = str(exc).upper()
     if "THROTTLED" in text:
         return Throttled("The server is limiting logins right now.", "Sync retries automatically.")
     if "UNAVAILABLE" in text:
         return Throttled("The server is temporarily unavailable.", "Sync retries automatically.")
+    if login.mechanism == "xoauth2":
+        return AuthFailed(f"The mail server did not accept the sign-in for {login.username}.", TOKEN_REFUSED_HINT)
     return AuthFailed("The server rejected the username or password.", APP_PASSWORD_HINT)
 
 

@@ -18,6 +18,7 @@ from flows import lifecycle
 from flows.accounts import FieldError
 from flows.lifecycle import AccountGone, AccountSummary
 from flows.setup import NotYours
+from sync.oauth_tokens import GrantRevoker
 
 log = logging.getLogger(__name__)
 GONE = "This mailbox is no longer connected: the button was stale. Your Home tab is up to date again."
@@ -44,6 +45,7 @@ def publish_home(db: Engine, client: WebClient, team_id: str, user_id: str) -> N
 def register(app: App, deps: SlackDeps) -> None:
     """Register the Home tab and its buttons and modals."""
     db = deps.services.db
+    revoker = GrantRevoker(deps.services.secrets, deps.services.oauth)  # sign-in grants end with their mailbox
 
     @app.event("app_home_opened")
     def on_home_opened(event: dict[str, Any], context: Any, client: WebClient) -> None:
@@ -121,7 +123,7 @@ def register(app: App, deps: SlackDeps) -> None:
     def on_delete_data(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()  # the button carries Slack's confirm dialog: reaching here means confirmed
         team_id, user_id = _caller(body)
-        count = lifecycle.delete_my_data(db, team_id=team_id, user_id=user_id)
+        count = lifecycle.delete_my_data(db, team_id=team_id, user_id=user_id, revoker=revoker)
         client.chat_postMessage(
             channel=user_id,
             text=f"Done: {count} mailbox(es), their passwords and every synced email of yours are deleted.",
@@ -179,7 +181,7 @@ def register(app: App, deps: SlackDeps) -> None:
 
     def save_disconnect(account_id: int, team_id: str, user_id: str, values: dict[str, Any]) -> None:
         delete = _selected(values, ids.B_KEEP_MAIL, ids.A_KEEP_MAIL) == "delete"
-        lifecycle.disconnect(db, account_id, team_id=team_id, user_id=user_id, delete_mail=delete)
+        lifecycle.disconnect(db, account_id, team_id=team_id, user_id=user_id, delete_mail=delete, revoker=revoker)
 
     app.view(ids.EDIT_VIEW)(account_submission(save_edit))
     app.view(ids.WIDEN_VIEW)(account_submission(save_widen))

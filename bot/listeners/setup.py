@@ -254,6 +254,7 @@ def _refresh_preview(
             timeout=settings.imap_timeout,
             ssl_context=deps.ssl_context,
             outbound=settings.outbound_policy,
+            oauth=deps.services.oauth,
         )
     except (SyncError, NotYours) as exc:
         log.info("setup %s: preview failed: %s", state.session_id, exc)

@@ -11,6 +11,7 @@ from bot.views.notifications import bar
 from bot.views.setup import MAX_STATIC_FOLDERS, START_LABELS
 from flows.lifecycle import AccountSummary
 from models.tables import UserSettings
+from sync.oauth import DISPLAY_NAMES
 
 STATE_ICONS = {
     "active": "🟢",
@@ -57,6 +58,8 @@ def account_card(a: AccountSummary) -> list[Block]:
     if a.run_total:
         lines.append(f"`{bar(a.run_processed or 0, a.run_total)}` {a.run_processed or 0:,} of {a.run_total:,}")
     details = [f"{a.messages:,} emails"]
+    if a.auth_kind == "oauth" and a.oauth_provider:
+        details.insert(0, f"Signed in with {DISPLAY_NAMES.get(a.oauth_provider, a.oauth_provider)}")
     details.append(f"last synced {a.last_synced_at:%Y-%m-%d %H:%M} UTC" if a.last_synced_at else "not synced yet")
     details.append("all folders" if a.sync_mode == "all" else f"{sum(1 for f in a.folders if f[2])} folders")
     details.append(f"from {a.start_date:%d %b %Y}" if a.start_date else "new mail only")
@@ -203,8 +206,9 @@ def disconnect_view(a: AccountSummary) -> dict[str, Any]:
         option("Keep the synced emails", "keep", "They stay visible in the CRM"),
         option("Delete the synced emails", "delete", "Removed for good"),
     ]
+    secret = "sign-in" if a.auth_kind == "oauth" else "password"
     blocks: list[Block] = [
-        section(f"Stop syncing *{escape(a.email)}* and forget its password?"),
+        section(f"Stop syncing *{escape(a.email)}* and forget its {secret}?"),
         {
             "type": "input",
             "block_id": ids.B_KEEP_MAIL,
