@@ -51,3 +51,15 @@ B_NOTIFY_LEVEL = "notification_level"
 A_NOTIFY_LEVEL = "notification_level_choice"
 B_BLOCKED = "blocked"
 A_BLOCKED = "blocked_input"
+
+# Find: /emailsync find, the message shortcut, result pages and the thread modal (ids in values are
+# message ids or queries: every handler reruns the query or reloads the message as the clicker sees it)
+SHORTCUT_FIND = "emails_with_person"
+FIND_VIEW = "find_results"
+THREAD_VIEW = "email_thread"
+# Buttons that share a block get a suffix (Slack wants action ids unique in a block): find_page_older, …
+A_FIND_PAGE = "find_page"
+A_FIND_OPEN = "find_open_thread"
+A_FIND_OTHER = "find_other_address"
+A_THREAD_VISIBILITY = "thread_visibility"
+A_THREAD_QUOTES = "thread_quotes"

@@ -26,6 +26,10 @@ PAUSE_REASONS = {
     "user_deactivated": " (account deactivated)",
 }
 LEVEL_LABELS = {"everything": "Everything", "errors": "Errors only", "nothing": "Nothing"}
+VISIBILITY_RULE = (
+    "A change applies to mail synced from then on; mail already synced keeps its visibility "
+    "(open a thread from `/emailsync find` to change one)."
+)
 MAX_CARDS = 12  # each card is a few blocks; Home allows 100
 
 
@@ -62,7 +66,7 @@ def account_card(a: AccountSummary) -> list[Block]:
     details.append(f"from {a.start_date:%d %b %Y}" if a.start_date else "new mail only")
     if a.start_date and a.contact_scope == "contacts":
         details.append("past mail from CRM contacts only")
-    details.append("shared with the team" if a.visibility == "shared" else "private")
+    details.append("new mail shared with the team" if a.visibility == "shared" else "new mail private")
     blocks: list[Block] = [{"type": "divider"}, section("\n".join(lines)), context(" · ".join(details))]
     if a.last_error and a.state in ("error", "needs_reauth"):
         blocks.append(context(f"⚠️ {escape(a.last_error)}"))
@@ -88,7 +92,8 @@ def general_section(prefs: UserSettings, blocked: list[str]) -> list[Block]:
     """The person's general settings, with buttons to edit them or delete everything."""
     tracking = [name for flag, name in ((prefs.track_opens, "opens"), (prefs.track_links, "link clicks")) if flag]
     lines = [
-        f"Default visibility: *{'shared with the team' if prefs.default_visibility == 'shared' else 'private'}*",
+        f"Default visibility: *{'shared with the team' if prefs.default_visibility == 'shared' else 'private'}* "
+        f"for mailboxes you connect. {VISIBILITY_RULE}",
         f"Tracking by default: *{', '.join(tracking) or 'off'}*",
         f"Notifications: *{LEVEL_LABELS.get(prefs.notification_level, prefs.notification_level)}*",
         f"Never synced: *{escape(', '.join(blocked)) if blocked else 'nobody'}*",
@@ -147,6 +152,7 @@ def edit_view(a: AccountSummary) -> dict[str, Any]:
             "type": "input",
             "block_id": ids.B_VISIBILITY,
             "label": plain("Who can see these emails"),
+            "hint": plain(VISIBILITY_RULE.replace("`", "")),
             "element": {
                 "type": "radio_buttons",
                 "action_id": ids.A_VISIBILITY,
@@ -246,6 +252,7 @@ def general_view(prefs: UserSettings, blocked: list[str]) -> dict[str, Any]:
             "type": "input",
             "block_id": ids.B_VISIBILITY,
             "label": plain("Default visibility of synced emails"),
+            "hint": plain("For mailboxes you connect from now on; each mailbox has its own (Edit settings)."),
             "element": {
                 "type": "radio_buttons",
                 "action_id": ids.A_VISIBILITY,
