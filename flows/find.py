@@ -156,21 +156,21 @@ def find(db: Engine, *, team_id: str, user_id: str, query: str, offset: int = 0)
     offset = max(0, offset)
     with session_scope(db, readonly=True) as session:
         who = queries.viewer(session, team_id=team_id, user_id=user_id)
-        emails, threads, first_at = queries.count_matches(session, who, match)
-        page = queries.thread_page(session, who, match, offset=offset, limit=PAGE_SIZE) if emails else []
-        by_thread = queries.messages_of_threads(session, who, match, [t.key for t in page])
-        rows = [m for t in page for m in by_thread.get(t.key, [])]
+        found = queries.search(session, who, match, offset=offset, limit=PAGE_SIZE)
+        by_thread = queries.messages_of_threads(session, who, [t.key for t in found.page])
+        rows = [m for t in found.page for m in by_thread.get(t.key, [])]
         addresses = queries.addresses_of(session, [m.id for m in rows])
         boxes = queries.mailboxes(session, sorted({m.account_id for m in rows}))
-    summaries = [_summary(who, t, by_thread.get(t.key, []), addresses, boxes, match) for t in page]
+    summaries = [_summary(who, t, by_thread.get(t.key, []), addresses, boxes, match) for t in found.page]
     return FindResult(
         query=" ".join(query.split()),
         match=match,
-        emails=emails,
-        threads=threads,
-        first_at=first_at,
+        emails=found.emails,
+        threads=found.threads,
+        first_at=found.first_at,
         offset=offset,
         page=summaries,
+        page_size=PAGE_SIZE,
     )
 
 

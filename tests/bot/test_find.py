@@ -299,6 +299,16 @@ def test_changing_the_default_applies_to_mail_synced_from_then_on(app_on, world)
     assert "new mail shared with the team" in home and "applies to mail synced from then on" in home
 
 
+def test_mail_its_owner_blocked_after_the_sync_is_found_by_nobody(app_on, world):
+    alice, bob = world.alice, world.bob
+    assert "Lunch" in dump(find(app_on, bob, "pat@other.org"))  # Alice's shared mail
+    lifecycle.save_general_settings(app_on.services.db, team_id="T0001", user_id=alice.user_id, blocked=["other.org"])
+    for person in (alice, bob):
+        answer = find(app_on, person, "pat@other.org")
+        assert counts(answer).startswith("*No emails you can see*") and "Lunch" not in dump(answer)
+    assert counts(find(app_on, bob, "jane@acme.com")).startswith("*11 emails in 8 threads")  # the rest stays
+
+
 def test_the_message_shortcut_finds_the_address_a_message_mentions(app_on, world):
     alice = world.alice
     message = {
