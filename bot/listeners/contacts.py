@@ -122,6 +122,7 @@ def register(app: App, deps: SlackDeps) -> None:
             return
         ack(response_action="update", view=views.contact_added_modal(email, linked))
         _edit_digest(client, digest)
+        publish_home(db, client, team_id, user_id)  # the team's contact count changed
 
     @app.action(ids.A_DIGEST_IGNORE)
     def on_digest_ignore(ack: Ack, body: dict[str, Any], client: WebClient) -> None:

@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from bot import ids
 from bot.digest import PeopleDigestJob
 from flows import lifecycle
+from flows import team as team_flow
 from flows.contacts import add_contact
 from models.db import session_scope
 from models.tables import Contact, IgnoredAddress, PeopleDigest, UserSettings
@@ -192,4 +193,17 @@ def test_digest_off_and_no_dm_when_slack_refuses_then_retried(slack, dovecot):
         prefs.digest_day = None
         session.add(prefs)
     alice.receive("Next week", sender="Pat Client <pat@client.com>", at=end + dt.timedelta(days=3))
+    alice.receive("Next week again", sender="Pat Client <pat@client.com>", at=end + dt.timedelta(days=4))
+    sync(app.services, alice)
     assert job.run_once(now=end + dt.timedelta(days=7, minutes=5)) == 0
+    # On again, but the workspace uninstalled the app: nobody to write to, nothing is even counted.
+    with session_scope(app.services.db) as session:
+        prefs = session.get(UserSettings, ("T0001", alice.user_id))
+        prefs.digest_day = 0
+        session.add(prefs)
+    team_flow.pause_team(app.services.db, team_id="T0001", reason=team_flow.UNINSTALLED)
+    assert job.run_once(now=end + dt.timedelta(days=7, minutes=10)) == 0
+    with session_scope(app.services.db) as session:
+        assert len(session.exec(select(PeopleDigest)).all()) == 1
+    team_flow.resume_team(app.services.db, team_id="T0001")
+    assert job.run_once(now=end + dt.timedelta(days=7, minutes=15)) == 1
