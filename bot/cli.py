@@ -295,10 +295,15 @@ def _run_worker(services: Services, stop: threading.Event) -> None:
     )
     clock = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds, retention=keep)
     clock.start()
+    from bot.digest import start_people_digest
+
+    digest = start_people_digest(services)  # the weekly "people who are not contacts yet" DMs
     logging.getLogger("emailsync").info("worker %s started", deps.owner)
     try:
         stop.wait()
     finally:
+        if digest is not None:
+            digest.stop()
         clock.stop()
         # A slice stuck on a server that drips or stays silent would hold the stop for its whole deadline.
         dispatcher.shutdown(interrupt=True)

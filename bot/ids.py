@@ -51,3 +51,31 @@ B_NOTIFY_LEVEL = "notification_level"
 A_NOTIFY_LEVEL = "notification_level_choice"
 B_BLOCKED = "blocked"
 A_BLOCKED = "blocked_input"
+
+# Find: /emailsync find, the message shortcut, result pages and the thread modal (ids in values are
+# message ids or queries: every handler reruns the query or reloads the message as the clicker sees it)
+SHORTCUT_FIND = "emails_with_person"
+FIND_VIEW = "find_results"
+THREAD_VIEW = "email_thread"
+# Buttons that share a block get a suffix (Slack wants action ids unique in a block): find_page_older, …
+A_FIND_PAGE = "find_page"
+A_FIND_OPEN = "find_open_thread"
+A_FIND_OTHER = "find_other_address"
+A_THREAD_VISIBILITY = "thread_visibility"
+A_THREAD_QUOTES = "thread_quotes"
+
+# Contacts: App Home, the weekly "people who are not contacts yet" DM (values carry the digest id)
+A_HOME_ADD_CONTACT = "home_add_contact"
+A_HOME_IMPORT_CSV = "home_import_csv"
+ADD_CONTACT_VIEW = "add_contact"
+DIGEST_ADD_VIEW = "digest_add_contact"
+B_CONTACT_EMAIL = "contact_email"
+A_CONTACT_EMAIL = "contact_email_input"
+B_CONTACT_NAME = "contact_name"
+A_CONTACT_NAME = "contact_name_input"
+A_DIGEST_ADD = "digest_add"
+A_DIGEST_IGNORE = "digest_ignore"
+B_DIGEST_DAY = "digest_day"
+A_DIGEST_DAY = "digest_day_choice"
+B_DIGEST_HOUR = "digest_hour"
+A_DIGEST_HOUR = "digest_hour_choice"

@@ -49,7 +49,7 @@ def make_web_client(settings: Settings, token: str | None = None) -> WebClient:
 
 
 # The bot scopes of manifest.yml (a test keeps the two equal); the OAuth install asks for exactly these.
-BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read")
+BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "files:read")
 
 
 def oauth_enabled(settings: Settings) -> bool:

@@ -60,6 +60,31 @@ def import_contacts_csv(db: Engine, *, team_id: str, text: str) -> ImportReport:
     return report
 
 
+MAX_CSV_BYTES = 2 * 1024 * 1024
+
+
+class ImportRefused(Exception):
+    """A contacts file that cannot be imported at all (too large, not UTF-8)."""
+
+
+def decode_csv(data: bytes) -> str:
+    """The text of an uploaded contacts CSV: UTF-8 (a byte-order mark is fine), as the CLI import reads files."""
+    if len(data) > MAX_CSV_BYTES:
+        raise ImportRefused(
+            f"The file is larger than {MAX_CSV_BYTES // (1024 * 1024)} MB; split it and send the parts."
+        )
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ImportRefused('The file is not UTF-8 text; save it as "CSV UTF-8" and send it again.') from None
+
+
+def contact_count(db: Engine, *, team_id: str) -> int:
+    """How many contacts the team has."""
+    with session_scope(db, readonly=True) as session:
+        return contact_queries.count_contacts(session, team_id=team_id)
+
+
 def add_contact(db: Engine, *, team_id: str, email: str, name: str | None, source: str = "slack") -> tuple[str, int]:
     """Add or rename one contact; return its address and how many stored messages it is linked to."""
     normal = normalise_email(email)

@@ -13,7 +13,9 @@ from models.tables import (
     BlockedAddress,
     EmailAccount,
     Folder,
+    IgnoredAddress,
     Message,
+    PeopleDigest,
     SchedulerHeartbeat,
     SetupSession,
     SyncRun,
@@ -249,8 +251,8 @@ def replace_blocked(session: Session, *, team_id: str, user_id: str, patterns: l
 
 
 def delete_person_settings(session: Session, *, team_id: str, user_id: str) -> None:
-    """Remove a person's general settings, blocked addresses and setup sessions."""
-    for table in (BlockedAddress, UserSettings, SetupSession):
+    """Remove a person's general settings, blocked and ignored addresses, setup sessions and weekly digests."""
+    for table in (BlockedAddress, UserSettings, SetupSession, IgnoredAddress, PeopleDigest):
         session.exec(delete(table).where(col(table.team_id) == team_id, col(table.user_id) == user_id))
 
 

@@ -34,6 +34,11 @@ def list_contacts(session: Session, *, team_id: str) -> Sequence[Contact]:
     return session.exec(select(Contact).where(Contact.team_id == team_id).order_by(col(Contact.email))).all()
 
 
+def count_contacts(session: Session, *, team_id: str) -> int:
+    """How many contacts the team has."""
+    return int(session.exec(select(func.count()).select_from(Contact).where(Contact.team_id == team_id)).one())
+
+
 def messages_linked(session: Session, *, team_id: str, email: str) -> int:
     """How many stored messages of the team involve this address: a contact is linked by its address."""
     query = (

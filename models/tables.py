@@ -21,6 +21,10 @@ class UserSettings(SQLModel, table=True):
     track_links: bool = True
     notify_tracking: bool = True
     notification_level: str = Field(default="everything", max_length=16)  # everything | errors | nothing
+    # The weekly "people who are not contacts yet" DM: weekday (0 = Monday; None = off) and hour, local time.
+    digest_day: int | None = Field(default=0)
+    digest_hour: int = Field(default=9)
+    timezone: str | None = Field(default=None, max_length=64)  # IANA name from Slack's users.info, for the digest
 
 
 class EmailAccount(SQLModel, table=True):
@@ -122,6 +126,8 @@ class Message(SQLModel, table=True):
         Index("ix_message_account_hash", "account_id", "content_hash"),
         Index("ix_message_account_gmid", "account_id", "gm_msgid"),
         Index("ix_message_account_created", "account_id", "created_at"),  # "stored in this run" stays cheap
+        Index("ix_message_team_thread", "team_id", "thread_key"),  # a thread's messages, for the thread view
+        Index("ix_message_account_internal", "account_id", "internal_date"),  # one person's week, for the digest
     )
     id: int | None = Field(default=None, primary_key=True)
     account_id: int = Field(
@@ -143,6 +149,7 @@ class Message(SQLModel, table=True):
     html_body: str | None = Field(default=None, sa_column=Column(Text))
     attachments: str | None = Field(default=None, sa_column=Column(Text))  # JSON: [{name,type,size}]
     truncated: bool = False
+    bulk: bool = False  # List-Id or Precedence: bulk/list/junk: a mailing, never a person to suggest
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 
@@ -165,13 +172,15 @@ class MessageAddress(SQLModel, table=True):
     """One address of a message header (from, sender, reply_to, to, cc, bcc), lower-cased."""
 
     __tablename__ = "message_address"
+    # (email, message_id): finding a person's mail reads the index alone, no table row per address.
+    __table_args__ = (Index("ix_message_address_email_message", "email", "message_id"),)
     id: int | None = Field(default=None, primary_key=True)
     message_id: int = Field(
         sa_column=Column(Integer, ForeignKey("message.id", ondelete="CASCADE"), nullable=False, index=True)
     )
     role: str = Field(max_length=8)
     position: int = 0
-    email: str = Field(max_length=320, index=True)
+    email: str = Field(max_length=320)
     name: str | None = Field(default=None, max_length=1000)
 
 
@@ -185,6 +194,35 @@ class Contact(SQLModel, table=True):
     email: str = Field(max_length=320)
     name: str | None = Field(default=None, max_length=1000)
     source: str = Field(default="import", max_length=16)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class IgnoredAddress(SQLModel, table=True):
+    """An address a person never wants suggested as a contact again ("Ignore" in the weekly DM)."""
+
+    __tablename__ = "ignored_address"
+    __table_args__ = (UniqueConstraint("team_id", "user_id", "email", name="uq_ignored_address"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=32)
+    user_id: str = Field(max_length=32)
+    email: str = Field(max_length=320)
+    created_at: dt.datetime = Field(default_factory=utcnow)
+
+
+class PeopleDigest(SQLModel, table=True):
+    """One weekly "people who are not contacts yet" DM: what it suggested, and where it was posted."""
+
+    __tablename__ = "people_digest"
+    __table_args__ = (UniqueConstraint("team_id", "user_id", "period", name="uq_people_digest_period"),)
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=32)
+    user_id: str = Field(max_length=32)
+    period: dt.date  # the local day it is due: one digest per person and week, however many workers tick
+    window_start: dt.datetime
+    window_end: dt.datetime
+    suggestions: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON, see flows/people.py
+    slack_channel: str | None = Field(default=None, max_length=32)
+    slack_ts: str | None = Field(default=None, max_length=32)
     created_at: dt.datetime = Field(default_factory=utcnow)
 
 

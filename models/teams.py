@@ -11,7 +11,9 @@ from models.tables import (
     Contact,
     EmailAccount,
     Folder,
+    IgnoredAddress,
     Message,
+    PeopleDigest,
     SetupSession,
     SlackInstallation,
     SyncRun,
@@ -75,6 +77,8 @@ def erase_team(session: Session, *, team_id: str) -> dict[str, int]:
         ("blocked_addresses", BlockedAddress, BlockedAddress.team_id),
         ("user_settings", UserSettings, UserSettings.team_id),
         ("installations", SlackInstallation, SlackInstallation.team_id),
+        ("people_digests", PeopleDigest, PeopleDigest.team_id),
+        ("ignored_addresses", IgnoredAddress, IgnoredAddress.team_id),
     ):
         counts[name] = int(session.exec(delete(model).where(col(column) == team_id)).rowcount or 0)
     return {

@@ -800,6 +800,7 @@ class _AccountSync:
             "html_body": body.html if body else None,
             "attachments": body.attachments_json() if body else None,
             "truncated": cand.truncated,
+            "bulk": cand.headers.bulk,
             "created_at": utcnow(),
         }
 

@@ -22,8 +22,11 @@ _body_parser = BytesParser(policy=compat32)
 # compat32's feedparser: a header line is "From ", a field name and a colon, or a continuation.
 _header_line = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
 _WANTED_FIELDS = frozenset(
-    {b"message-id", b"references", b"in-reply-to", b"subject", b"date"} | {f.encode() for f in _FIELD_OF_ROLE.values()}
+    {b"message-id", b"references", b"in-reply-to", b"subject", b"date", b"list-id", b"precedence"}
+    | {f.encode() for f in _FIELD_OF_ROLE.values()}
 )
+# Precedence values of mailings (RFC 2076; "junk" and "list" are older spellings of the same thing).
+_BULK_PRECEDENCE = frozenset({"bulk", "list", "junk"})
 _ws = re.compile(r"\s+")
 _tags = re.compile(r"<(script|style)\b.*?</\1>|<[^>]+>", re.S | re.I)
 _msgid = re.compile(r"<[^<>\s]+>")
@@ -60,6 +63,7 @@ class Headers:
     thread_key: str | None
     addresses: list[Address]
     header_hash: str
+    bulk: bool = False  # a mailing (List-Id, or Precedence: bulk): its sender is no one to suggest as a contact
 
     def emails(self) -> set[str]:
         """Every address in From, Sender, Reply-To, To, Cc and Bcc."""
@@ -98,7 +102,15 @@ def parse_headers(raw_header: bytes) -> Headers:
         thread_key=thread_key,
         addresses=_addresses(fields),
         header_hash=hashlib.sha256(raw_header).hexdigest(),
+        bulk=_is_bulk(fields),
     )
+
+
+def _is_bulk(fields: dict[str, list[str]]) -> bool:
+    """A mailing-list or bulk message: a List-Id header, or Precedence bulk, list or junk."""
+    if fields.get("list-id"):
+        return True
+    return any(value.strip().lower() in _BULK_PRECEDENCE for value in fields.get("precedence", ()))
 
 
 def parse_body(raw: bytes) -> Body:

@@ -1,4 +1,4 @@
-"""The /emailsync slash command: setup, status, help, contact add; anything else gets the help."""
+"""The /emailsync slash command: setup, status, help, find, contact add; anything else gets the help."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import ids
+from bot.listeners.find import find_answer
 from bot.listeners.setup import start_and_open
 from bot.slack_app import SlackDeps
 from bot.views import messages
@@ -38,6 +39,9 @@ def register(app: App, deps: SlackDeps) -> None:
             respond(**_status(deps, team_id, user_id))
         elif sub in ("sync", "pause", "resume"):
             respond(**_for_each_account(deps, sub, team_id, user_id))
+        elif sub == "find":
+            query = (command.get("text") or "").strip()[len(words[0]) :]
+            respond(**find_answer(deps, team_id=team_id, user_id=user_id, query=query))
         elif sub == "contact" and len(words) >= 3 and words[1].lower() == "add":
             respond(**_add_contact(deps, team_id, words[2], " ".join(words[3:]) or None))
         else:

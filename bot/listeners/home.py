@@ -14,8 +14,9 @@ from bot import ids
 from bot.slack_app import SlackDeps
 from bot.views import home as views
 from bot.views.setup import notice_view
-from flows import lifecycle
+from flows import lifecycle, people
 from flows.accounts import FieldError
+from flows.contacts import contact_count
 from flows.lifecycle import AccountGone, AccountSummary
 from flows.setup import NotYours
 from sync.oauth_tokens import GrantRevoker
@@ -32,6 +33,8 @@ FIELD_BLOCKS = {
     "blocked": ids.B_BLOCKED,
     "notification_level": ids.B_NOTIFY_LEVEL,
     "default_visibility": ids.B_VISIBILITY,
+    "digest_day": ids.B_DIGEST_DAY,
+    "digest_hour": ids.B_DIGEST_HOUR,
 }
 
 
@@ -39,7 +42,8 @@ def publish_home(db: Engine, client: WebClient, team_id: str, user_id: str) -> N
     """Build and publish one person's Home tab."""
     accounts = lifecycle.summaries(db, team_id=team_id, user_id=user_id)
     prefs, blocked = lifecycle.general_settings(db, team_id=team_id, user_id=user_id)
-    client.views_publish(user_id=user_id, view=views.home_view(accounts, prefs, blocked))
+    contacts = contact_count(db, team_id=team_id)
+    client.views_publish(user_id=user_id, view=views.home_view(accounts, prefs, blocked, contacts=contacts))
 
 
 def register(app: App, deps: SlackDeps) -> None:
@@ -195,6 +199,8 @@ def register(app: App, deps: SlackDeps) -> None:
             o["value"] for o in (values.get(ids.B_TRACKING, {}).get(ids.A_TRACKING) or {}).get("selected_options") or []
         }
         blocked_text = (values.get(ids.B_BLOCKED, {}).get(ids.A_BLOCKED) or {}).get("value") or ""
+        digest_day = _selected(values, ids.B_DIGEST_DAY, ids.A_DIGEST_DAY) or "off"
+        digest_hour = _selected(values, ids.B_DIGEST_HOUR, ids.A_DIGEST_HOUR) or "9"
         try:
             lifecycle.save_general_settings(
                 db,
@@ -207,11 +213,31 @@ def register(app: App, deps: SlackDeps) -> None:
                 track_links="track_links" in tracking,
                 notify_tracking="notify_tracking" in tracking,
             )
+            people.save_digest_schedule(
+                db,
+                team_id=team_id,
+                user_id=user_id,
+                day=None if digest_day == "off" else int(digest_day),
+                hour=int(digest_hour),
+            )
         except FieldError as exc:
             ack(response_action="errors", errors={FIELD_BLOCKS.get(exc.field, ids.B_BLOCKED): exc.message})
             return
+        except ValueError:
+            ack(response_action="errors", errors={ids.B_DIGEST_DAY: "Choose a day of the week, or off."})
+            return
         ack()
+        _remember_timezone(db, client, team_id, user_id)  # the digest hour is the person's own
         publish_home(db, client, team_id, user_id)
+
+
+def _remember_timezone(db: Engine, client: WebClient, team_id: str, user_id: str) -> None:
+    try:
+        timezone = client.users_info(user=user_id)["user"].get("tz")
+    except Exception:  # the digest then keeps the zone it knew (or UTC): not worth failing the save
+        log.warning("could not read the time zone of %s", user_id, exc_info=True)
+        return
+    people.save_timezone(db, team_id=team_id, user_id=user_id, timezone=timezone or None)
 
 
 def _summary(db: Engine, account_id: int, team_id: str, user_id: str) -> AccountSummary:

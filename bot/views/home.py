@@ -6,10 +6,12 @@ from typing import Any
 
 from bot import ids
 from bot.views.blocks import Block, button, context, escape, modal, option, plain, section
+from bot.views.contacts import contacts_section, digest_day_options, digest_hour_options
 from bot.views.messages import STATE_LABELS
 from bot.views.notifications import bar
 from bot.views.setup import MAX_STATIC_FOLDERS, START_LABELS
 from flows.lifecycle import AccountSummary
+from flows.people import schedule_text
 from models.tables import UserSettings
 from sync.oauth import DISPLAY_NAMES
 
@@ -27,11 +29,17 @@ PAUSE_REASONS = {
     "user_deactivated": " (account deactivated)",
 }
 LEVEL_LABELS = {"everything": "Everything", "errors": "Errors only", "nothing": "Nothing"}
+VISIBILITY_RULE = (
+    "A change applies to mail synced from then on; mail already synced keeps its visibility "
+    "(open a thread from `/emailsync find` to change one)."
+)
 MAX_CARDS = 12  # each card is a few blocks; Home allows 100
 
 
-def home_view(accounts: list[AccountSummary], prefs: UserSettings, blocked: list[str]) -> dict[str, Any]:
-    """The whole Home tab for one person."""
+def home_view(
+    accounts: list[AccountSummary], prefs: UserSettings, blocked: list[str], contacts: int | None = None
+) -> dict[str, Any]:
+    """The whole Home tab for one person (with the team's contacts when their count is given)."""
     blocks: list[Block] = [{"type": "header", "text": plain("Email sync", 150)}]
     if not accounts:
         blocks.append(
@@ -45,6 +53,8 @@ def home_view(accounts: list[AccountSummary], prefs: UserSettings, blocked: list
         blocks += account_card(account)
     if accounts:
         blocks.append({"type": "actions", "elements": [button("Connect another mailbox", ids.A_HOME_SETUP)]})
+    if contacts is not None:
+        blocks += contacts_section(contacts)
     blocks += general_section(prefs, blocked)
     return {"type": "home", "blocks": blocks}
 
@@ -65,7 +75,7 @@ def account_card(a: AccountSummary) -> list[Block]:
     details.append(f"from {a.start_date:%d %b %Y}" if a.start_date else "new mail only")
     if a.start_date and a.contact_scope == "contacts":
         details.append("past mail from CRM contacts only")
-    details.append("shared with the team" if a.visibility == "shared" else "private")
+    details.append("new mail shared with the team" if a.visibility == "shared" else "new mail private")
     blocks: list[Block] = [{"type": "divider"}, section("\n".join(lines)), context(" · ".join(details))]
     if a.last_error and a.state in ("error", "needs_reauth"):
         blocks.append(context(f"⚠️ {escape(a.last_error)}"))
@@ -90,11 +100,16 @@ def account_card(a: AccountSummary) -> list[Block]:
 def general_section(prefs: UserSettings, blocked: list[str]) -> list[Block]:
     """The person's general settings, with buttons to edit them or delete everything."""
     tracking = [name for flag, name in ((prefs.track_opens, "opens"), (prefs.track_links, "link clicks")) if flag]
+    digest = schedule_text(prefs)
+    if prefs.digest_day is not None and prefs.notification_level == "nothing":
+        digest += ", but not sent while direct messages are set to Nothing"
     lines = [
-        f"Default visibility: *{'shared with the team' if prefs.default_visibility == 'shared' else 'private'}*",
+        f"Default visibility: *{'shared with the team' if prefs.default_visibility == 'shared' else 'private'}* "
+        f"for mailboxes you connect. {VISIBILITY_RULE}",
         f"Tracking by default: *{', '.join(tracking) or 'off'}*",
         f"Notifications: *{LEVEL_LABELS.get(prefs.notification_level, prefs.notification_level)}*",
         f"Never synced: *{escape(', '.join(blocked)) if blocked else 'nobody'}*",
+        f"People who are not contacts yet (a weekly direct message): *{escape(digest)}*",
     ]
     confirm = {
         "title": plain("Delete all your data?", 100),
@@ -150,6 +165,7 @@ def edit_view(a: AccountSummary) -> dict[str, Any]:
             "type": "input",
             "block_id": ids.B_VISIBILITY,
             "label": plain("Who can see these emails"),
+            "hint": plain(VISIBILITY_RULE.replace("`", "")),
             "element": {
                 "type": "radio_buttons",
                 "action_id": ids.A_VISIBILITY,
@@ -250,6 +266,7 @@ def general_view(prefs: UserSettings, blocked: list[str]) -> dict[str, Any]:
             "type": "input",
             "block_id": ids.B_VISIBILITY,
             "label": plain("Default visibility of synced emails"),
+            "hint": plain("For mailboxes you connect from now on; each mailbox has its own (Edit settings)."),
             "element": {
                 "type": "radio_buttons",
                 "action_id": ids.A_VISIBILITY,
@@ -282,8 +299,41 @@ def general_view(prefs: UserSettings, blocked: list[str]) -> dict[str, Any]:
             "label": plain("Never sync mail with"),
             "element": blocked_input,
         },
+        *digest_inputs(prefs),
     ]
     return modal(ids.GENERAL_VIEW, "General settings", blocks, submit="Save")
+
+
+def digest_inputs(prefs: UserSettings) -> list[Block]:
+    """The weekly "people who are not contacts yet" DM: day (or off) and hour, prefilled."""
+    days = digest_day_options()
+    hours = digest_hour_options()
+    day = "off" if prefs.digest_day is None else str(prefs.digest_day)
+    return [
+        {
+            "type": "input",
+            "block_id": ids.B_DIGEST_DAY,
+            "label": plain("People who are not contacts yet: a weekly direct message on"),
+            "hint": plain("The people you emailed most that week who are not your team's contacts, in your time zone."),
+            "element": {
+                "type": "static_select",
+                "action_id": ids.A_DIGEST_DAY,
+                "options": days,
+                "initial_option": next(o for o in days if o["value"] == day),
+            },
+        },
+        {
+            "type": "input",
+            "block_id": ids.B_DIGEST_HOUR,
+            "label": plain("At"),
+            "element": {
+                "type": "static_select",
+                "action_id": ids.A_DIGEST_HOUR,
+                "options": hours,
+                "initial_option": hours[prefs.digest_hour if 0 <= prefs.digest_hour <= 23 else 9],
+            },
+        },
+    ]
 
 
 def reconnect_view(email: str, link: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ HELP = (
     "• `/emailsync setup`: connect a mailbox and choose what to sync\n"
     "• `/emailsync status`: your mailboxes and how their sync is doing\n"
     "• `/emailsync sync`, `pause`, `resume`: sync your mailboxes now, pause or resume them\n"
+    "• `/emailsync find ADDRESS, NAME or DOMAIN`: the latest email threads with someone (only you see the answer)\n"
     "• `/emailsync contact add ADDRESS [NAME]`: add a CRM contact for your team\n"
     "• `/emailsync help`: this help"
 )

@@ -42,7 +42,7 @@ def test_erase_after_confirming(two_teams):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "team T1 erased: 2 accounts, 4 folders, 6 messages, 2 sync runs, 2 setup sessions, 1 contacts, "
-        "2 blocked addresses, 2 user settings, 1 installations"
+        "2 blocked addresses, 2 user settings, 1 installations, 2 people digests, 2 ignored addresses"
     )
     assert set(team_rows(engine, "T1").values()) == {0}
     assert team_rows(engine, "T2") == other

@@ -129,7 +129,7 @@ def test_manifest_matches_the_registered_listeners(slack):
     from bot.listeners import register_all
 
     manifest = yaml.safe_load((ROOT / "manifest.yml").read_text())
-    registered: dict[str, set[str]] = {"command": set(), "event": set(), "options": set()}
+    registered: dict[str, set[str]] = {"command": set(), "event": set(), "options": set(), "shortcut": set()}
 
     class RecordingApp(App):
         def command(self, command, *a, **k):  # type: ignore[override]
@@ -144,12 +144,17 @@ def test_manifest_matches_the_registered_listeners(slack):
             registered["options"].add(constraints)
             return super().options(constraints, *a, **k)
 
+        def shortcut(self, constraints, *a, **k):  # type: ignore[override]
+            registered["shortcut"].add(constraints)
+            return super().shortcut(constraints, *a, **k)
+
     app = RecordingApp(client=slack.deps.client, signing_secret="x", token_verification_enabled=False)
     register_all(app, slack.deps)
     declared_commands = {c["command"] for c in manifest["features"]["slash_commands"]}
     declared_events = set(manifest["settings"]["event_subscriptions"]["bot_events"])
     assert registered["command"] == declared_commands
     assert registered["event"] == declared_events
+    assert registered["shortcut"] == {s["callback_id"] for s in manifest["features"].get("shortcuts", [])}
     assert bool(registered["options"]) == bool(manifest["settings"]["interactivity"].get("message_menu_options_url"))
     assert manifest["features"]["app_home"]["home_tab_enabled"] is True
     assert {"commands", "chat:write"} <= set(manifest["oauth_config"]["scopes"]["bot"])

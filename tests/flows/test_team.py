@@ -39,6 +39,8 @@ def test_erase_team_deletes_exactly_that_teams_data(db, secrets):
         "blocked_addresses": 2,
         "user_settings": 2,
         "installations": 1,
+        "people_digests": 2,
+        "ignored_addresses": 2,
     }
     assert set(team_rows(db, "T1").values()) == {0}  # locations and addresses went with the messages
     assert team_rows(db, "T2") == before

@@ -23,6 +23,12 @@ Error names are Slack's own: a reused trigger is ``exchanged_trigger_id``, an ex
 
 Posts to response URLs (``fake.response_url()``) are recorded in ``response_url_posts`` and also as a
 ``Call`` with method ``"response_url"``, so ``wait_for("response_url")`` works.
+
+Files: ``fake.add_file(...)`` stores a file a person shared (in a DM with the bot, or a channel);
+``files.info`` answers for it as Slack does (``file_not_found`` for a file shared nowhere the bot is), and
+its ``url_private_download`` serves the bytes only with a valid token of the file's workspace in an
+``Authorization: Bearer`` header. Without one the fake answers, like Slack, with its sign-in page: HTTP 200
+and ``text/html``. Downloads are recorded as calls with method ``"files.download"``.
 """
 
 from __future__ import annotations
@@ -460,6 +466,8 @@ class FakeSlack:
         self.refresh_tokens: dict[str, tuple[str, str]] = {}
         self.rotated_token_expires_in = 43200  # seconds, as Slack's rotating tokens
         self.internal_errors: list[str] = []  # tracebacks of bugs in the fake (answered as HTTP 500)
+        self.files: dict[str, dict[str, Any]] = {}  # file id -> files.info's "file" object
+        self._file_bytes: dict[str, bytes] = {}
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -486,6 +494,7 @@ class FakeSlack:
             "chat.delete": (self._chat_delete, True),
             "conversations.open": (self._conversations_open, True),
             "users.info": (self._users_info, True),
+            "files.info": (self._files_info, True),
             "views.open": (self._views_open, True),
             "views.update": (self._views_update, True),
             "views.push": (self._views_push, True),
@@ -671,10 +680,55 @@ class FakeSlack:
         with self._lock:
             return self._push(view_id, view)
 
+    def add_file(
+        self,
+        *,
+        user_id: str,
+        name: str,
+        content: bytes,
+        channel: str | None = None,
+        filetype: str | None = None,
+        mimetype: str | None = None,
+        team_id: str = TEAM_ID,
+    ) -> dict[str, Any]:
+        """A file ``user_id`` uploaded, shared in ``channel`` (a ``D…`` DM, ``C…`` channel; None: nowhere)."""
+        with self._lock:
+            file_id = f"F{next(self._seq):010d}"
+            ext = name.rsplit(".", 1)[-1].lower() if "." in name else "binary"
+            url = f"{self.base_url}/files-pri/{team_id}-{file_id}"
+            info: dict[str, Any] = {
+                "id": file_id,
+                "created": int(time.time()),
+                "timestamp": int(time.time()),
+                "name": name,
+                "title": name,
+                "mimetype": mimetype or ("text/csv" if ext == "csv" else "application/octet-stream"),
+                "filetype": filetype or ext,
+                "pretty_type": (filetype or ext).upper(),
+                "user": user_id,
+                "user_team": team_id,
+                "editable": False,
+                "size": len(content),
+                "mode": "hosted",
+                "is_external": False,
+                "is_public": bool(channel and channel.startswith("C")),
+                "url_private": f"{url}/{name}",
+                "url_private_download": f"{url}/download/{name}",
+                "channels": [channel] if channel and channel.startswith("C") else [],
+                "groups": [channel] if channel and channel.startswith("G") else [],
+                "ims": [channel] if channel and channel.startswith("D") else [],
+            }
+            self.files[file_id] = info
+            self._file_bytes[file_id] = content
+            return copy.deepcopy(info)
+
     # -- HTTP ------------------------------------------------------------------------------------
 
     def _serve(self, req: BaseHTTPRequestHandler) -> None:
         parts = urlsplit(req.path)
+        if parts.path.startswith("/files-pri/"):
+            self._serve_file(req, parts.path)
+            return
         length = int(req.headers.get("Content-Length") or 0)
         raw = req.rfile.read(length) if length else b""
         headers: dict[str, str] = {}
@@ -690,6 +744,33 @@ class FakeSlack:
         req.send_header("Content-Length", str(len(data)))
         for name, value in headers.items():
             req.send_header(name, value)
+        req.end_headers()
+        req.wfile.write(data)
+
+    def _serve_file(self, req: BaseHTTPRequestHandler, path: str) -> None:
+        """A private file's bytes for a token of its workspace; Slack's sign-in page (200, HTML) otherwise."""
+        auth = req.headers.get("Authorization") or ""
+        token = auth[len("Bearer ") :].strip() if auth.startswith("Bearer ") else None
+        with self._cond:
+            key = path[len("/files-pri/") :].split("/", 1)[0]
+            team_id, _, file_id = key.partition("-")
+            info = self.files.get(file_id)
+            try:
+                identity = self._identity(token, required=True)
+                allowed = info is not None and info["user_team"] == team_id and identity.get("team_id") == team_id
+            except FakeSlackError:
+                allowed = False
+            if allowed and req.command == "GET":
+                status, kind, data = 200, str(info["mimetype"]), self._file_bytes[file_id]  # type: ignore[index]
+            else:
+                status, kind = 200, "text/html; charset=utf-8"
+                data = b"<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to Slack</body></html>"
+            response = {"ok": allowed, "bytes": len(data)} if allowed else {"ok": False, "error": "sign_in_page"}
+            self.calls.append(Call("files.download", {"file": file_id}, token, status, response, url=path))
+            self._cond.notify_all()
+        req.send_response(status)
+        req.send_header("Content-Type", kind)
+        req.send_header("Content-Length", str(len(data)))
         req.end_headers()
         req.wfile.write(data)
 
@@ -1270,6 +1351,15 @@ class FakeSlack:
             profile.update(override.pop("profile"))
         user.update(override)
         return {"user": user}
+
+    def _files_info(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+        self._require(args, "file")
+        info = self.files.get(str(args["file"]))
+        # The bot sees a file only once it is shared somewhere it is, and only in its own workspace.
+        shared = info is not None and (info["channels"] or info["groups"] or info["ims"])
+        if not shared or info["user_team"] != identity.get("team_id", TEAM_ID):  # type: ignore[index]
+            raise FakeSlackError("file_not_found")
+        return {"file": copy.deepcopy(info), "comments": [], "response_metadata": {"next_cursor": ""}}
 
     def _views_open(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
         self._require(args, "view")

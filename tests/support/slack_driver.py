@@ -559,6 +559,34 @@ class SlackDriver:
                 raise AssertionError(f"Slack would show no options: {errors}")
         return response
 
+    def message_shortcut(
+        self,
+        callback_id: str,
+        message: dict[str, Any],
+        *,
+        user_id: str = "U0001",
+        team_id: str | None = None,
+        channel_id: str = "C0001",
+        timestamp: int | None = None,
+        bad_signature: bool = False,
+    ) -> httpx.Response:
+        """A message shortcut (``message_action``) run on ``message`` (a message of ``fake.messages``, or
+        ``{"text": ..., "user": ..., "ts": ...}`` as someone else posted it in ``channel_id``)."""
+        message = {k: v for k, v in copy.deepcopy(message).items() if k != "channel"}
+        message.setdefault("type", "message")
+        message.setdefault("ts", f"{time.time():.6f}")
+        payload = self._base("message_action", user_id, team_id)
+        payload.update(
+            callback_id=callback_id,
+            trigger_id=self.fake.issue_trigger_id(user_id),
+            response_url=self.fake.response_url(channel=channel_id),
+            message_ts=message["ts"],
+            action_ts=f"{time.time():.6f}",
+            channel={"id": channel_id, "name": "general" if channel_id.startswith("C") else "directmessage"},
+            message=message,
+        )
+        return self._post_payload(payload, timestamp=timestamp, bad_signature=bad_signature)
+
     # -- Events API ------------------------------------------------------------------------------
 
     def event(
@@ -620,6 +648,19 @@ class SlackDriver:
         home = self.fake.home_tabs.get(user_id)
         if home is not None:
             event["view"] = copy.deepcopy(home)
+        return self.event(event, team_id=team_id)
+
+    def file_shared(
+        self, file: dict[str, Any], *, user_id: str, channel_id: str, team_id: str | None = None
+    ) -> httpx.Response:
+        """Slack's ``file_shared`` event for a file of ``fake.add_file`` shared in ``channel_id``."""
+        event = {
+            "type": "file_shared",
+            "channel_id": channel_id,
+            "file_id": file["id"],
+            "user_id": user_id,
+            "file": {"id": file["id"]},
+        }
         return self.event(event, team_id=team_id)
 
     def url_verification(self, challenge: str, *, timestamp: int | None = None) -> httpx.Response:

@@ -17,9 +17,11 @@ from models.tables import (
     Contact,
     EmailAccount,
     Folder,
+    IgnoredAddress,
     Message,
     MessageAddress,
     MessageLocation,
+    PeopleDigest,
     SetupSession,
     SlackInstallation,
     SyncRun,
@@ -68,6 +70,16 @@ def seed_team(
             session.add(SyncRun(account_id=account.id, kind="past", status="done"))
             session.add(UserSettings(team_id=team_id, user_id=user))
             session.add(BlockedAddress(team_id=team_id, user_id=user, pattern="spam.test"))
+            session.add(IgnoredAddress(team_id=team_id, user_id=user, email="someone@corp.test"))
+            session.add(
+                PeopleDigest(
+                    team_id=team_id,
+                    user_id=user,
+                    period=dt.date(2026, 11, 30),
+                    window_start=dt.datetime(2026, 11, 23, tzinfo=dt.UTC),
+                    window_end=dt.datetime(2026, 11, 30, tzinfo=dt.UTC),
+                )
+            )
             session.add(
                 SetupSession(
                     team_id=team_id,
@@ -115,4 +127,6 @@ def team_rows(db: Engine, team_id: str) -> dict[str, int]:
             "blocked_addresses": count(BlockedAddress, col(BlockedAddress.team_id) == team_id),
             "user_settings": count(UserSettings, col(UserSettings.team_id) == team_id),
             "installations": count(SlackInstallation, col(SlackInstallation.team_id) == team_id),
+            "people_digests": count(PeopleDigest, col(PeopleDigest.team_id) == team_id),
+            "ignored_addresses": count(IgnoredAddress, col(IgnoredAddress.team_id) == team_id),
         }

@@ -645,3 +645,56 @@ def test_driver_signature_is_checked(fake: FakeSlack, bolt: tuple[SlackDriver, R
     assert driver.event({"type": "app_home_opened", "user": "U1"}, bad_signature=True).status_code == 401
     assert "command" not in seen.bodies and not fake.calls_to("views.open")
     assert driver.slash_command().status_code == 200
+
+
+# ----------------------------------------------------------------------------------------------
+# Files and message shortcuts
+# ----------------------------------------------------------------------------------------------
+
+
+def test_files_info_and_private_downloads_are_strict(fake: FakeSlack, client: WebClient) -> None:
+    nowhere = fake.add_file(user_id="U0001", name="a.csv", content=b"email\n")
+    shared = fake.add_file(user_id="U0001", name="b.csv", content=b"email\nx@y.test\n", channel="DU0001")
+    with pytest.raises(SlackApiError) as exc:
+        client.files_info(file=nowhere["id"])  # shared nowhere the bot is
+    assert _error(exc) == "file_not_found"
+    with pytest.raises(SlackApiError) as exc:
+        client.api_call("files.info", params={})
+    assert _error(exc) == "invalid_arguments"
+    info = client.files_info(file=shared["id"])["file"]
+    assert (info["user"], info["ims"], info["filetype"], info["size"]) == ("U0001", ["DU0001"], "csv", 15)
+
+    url = info["url_private_download"]
+    ok = httpx.get(url, headers={"Authorization": "Bearer xoxb-test"})
+    assert (ok.status_code, ok.content, ok.headers["content-type"]) == (200, b"email\nx@y.test\n", "text/csv")
+    # Like Slack: no token, a revoked one, or another workspace's gets the sign-in page (200, HTML).
+    fake.tokens["xoxb-other"] = {"team_id": "T0002", "user_id": "UBOT2", "bot_id": "B2"}
+    fake.revoked_tokens.add("xoxb-revoked")
+    for headers in ({}, {"Authorization": "Bearer xoxb-revoked"}, {"Authorization": "Bearer xoxb-other"}):
+        page = httpx.get(url, headers=headers)
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert [c.response["ok"] for c in fake.calls_to("files.download")] == [True, False, False, False]
+
+
+def test_driver_message_shortcut(fake: FakeSlack) -> None:
+    app = App(signing_secret=SECRET, client=WebClient(base_url=fake.api_url, token="xoxb-test"))
+    seen: list[dict[str, Any]] = []
+
+    @app.shortcut("emails_with_person")
+    def shortcut(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
+        ack()
+        seen.append(body)
+        client.views_open(trigger_id=body["trigger_id"], view=_modal())
+
+    with serve_bolt(app) as server, SlackDriver(server.url, SECRET, fake) as driver:
+        message = {"text": "ask <mailto:a@b.test|a@b.test>", "user": "U0009", "ts": "1.000002"}
+        assert driver.message_shortcut("emails_with_person", message, user_id="U0005").status_code == 200
+        assert fake.wait_for("views.open")[0].ok
+    body = seen[0]
+    assert (body["type"], body["callback_id"], body["user"]["id"], body["message_ts"]) == (
+        "message_action",
+        "emails_with_person",
+        "U0005",
+        "1.000002",
+    )
+    assert body["message"]["text"] == message["text"] and body["channel"]["id"] == "C0001"
