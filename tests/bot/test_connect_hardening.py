@@ -3,7 +3,6 @@ and a dripping server cannot freeze the web process."""
 
 from __future__ import annotations
 
-import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -12,36 +11,16 @@ import pytest
 from sqlmodel import select
 
 import flows.providers
-from flows import setup as setup_flow
 from models.db import session_scope
 from models.tables import EmailAccount
+from tests.bot import test_connect_page as connect_page_tests
+from tests.bot.test_connect_page import mailbox_fields, submit
 from tests.support.drip import dripping_server
 from tests.support.slack_app import running_app
 
 
 def new_link(harness, user_id: str = "U0001") -> str:
-    _, token = setup_flow.start_setup(harness.services.db, team_id="T0001", user_id=user_id)
-    return f"{harness.base_url}/connect/{token}"
-
-
-def submit(link: str, timeout: float = 60, **fields: str) -> httpx.Response:
-    with httpx.Client(timeout=timeout) as client:
-        page = client.get(link)
-        assert page.status_code == 200, page.text
-        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)
-        return client.post(link, data={"csrf": csrf, **fields})
-
-
-def fields_for(mailbox, **overrides: str) -> dict[str, str]:
-    return {
-        "email": f"{mailbox.user}@example.net",
-        "password": mailbox.password,
-        "imap_host": "127.0.0.1",
-        "imap_port": str(mailbox.server.imaps_port),
-        "imap_security": "tls",
-        "username": mailbox.user,
-        **overrides,
-    }
+    return connect_page_tests.new_link(harness, user_id)[1]
 
 
 @pytest.fixture
@@ -53,10 +32,10 @@ def strict_app(tmp_path, dovecot):
 
 def test_loopback_in_any_spelling_is_refused_by_the_page(strict_app, mailbox):
     for host in ("127.0.0.1", "2130706433", "localhost", "[::1]", "169.254.169.254"):
-        response = submit(new_link(strict_app), **fields_for(mailbox, imap_host=host, imap_port="993"))
+        response = submit(new_link(strict_app), **mailbox_fields(mailbox, imap_host=host, imap_port="993"))
         assert response.status_code == 400, host
         assert "This server cannot be used" in response.text and "private or local network" in response.text
-    response = submit(new_link(strict_app), **fields_for(mailbox))  # Dovecot's real, non-mail port
+    response = submit(new_link(strict_app), **mailbox_fields(mailbox))  # Dovecot's real, non-mail port
     assert response.status_code == 400 and "is not a mail port" in response.text
     with session_scope(strict_app.services.db) as session:
         assert session.exec(select(EmailAccount)).all() == []
@@ -108,9 +87,9 @@ def test_a_dripping_server_never_freezes_the_web_process(tmp_path, dovecot):
 def test_password_guessing_uses_up_the_link(slack, mailbox):
     link = new_link(slack)
     for _ in range(4):
-        response = submit(link, **fields_for(mailbox, password="guess"))
+        response = submit(link, **mailbox_fields(mailbox, password="guess"))
         assert response.status_code == 400 and "did not accept the sign-in" in response.text
-    response = submit(link, **fields_for(mailbox, password="guess"))
+    response = submit(link, **mailbox_fields(mailbox, password="guess"))
     assert response.status_code == 410 and "This link is used up" in response.text
     locked = httpx.get(link)
     assert locked.status_code == 410 and "too many failed sign-in attempts" in locked.text
@@ -119,8 +98,8 @@ def test_password_guessing_uses_up_the_link(slack, mailbox):
 def test_a_person_over_the_limit_is_told_when_to_try_again(tmp_path, dovecot, mailbox):
     with running_app(tmp_path, dovecot, EMAILSYNC_CONNECT_FAILURES_PER_PERSON="2") as app:
         for _ in range(2):
-            submit(new_link(app), **fields_for(mailbox, password="guess"))
-        response = submit(new_link(app), **fields_for(mailbox))
+            submit(new_link(app), **mailbox_fields(mailbox, password="guess"))
+        response = submit(new_link(app), **mailbox_fields(mailbox))
         assert response.status_code == 429
         assert "Too many failed attempts" in response.text and "Try again in 15 minutes" in response.text
         assert mailbox.password not in response.text
