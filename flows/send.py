@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import json
 import logging
 from collections.abc import Sequence
@@ -200,7 +201,7 @@ def send(db: Engine, box: SecretBox, config: SendConfig, draft: Draft) -> SendRe
             msg["References"] = " ".join(references)
         msg.set_content(plain)
         msg.add_alternative(f"<!DOCTYPE html><html><body>{html_part}</body></html>", subtype="html")
-        return msg.as_bytes()
+        return msg.as_bytes(policy=email.policy.SMTP)  # CRLF line ends: smtplib sends bytes as they are
 
     untracked = build(body_html)
     envelopes: list[Envelope] = []

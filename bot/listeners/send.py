@@ -166,7 +166,9 @@ def register(app: App, deps: SlackDeps) -> None:
 
 def _draft(values: dict[str, Any], view: dict[str, Any], team_id: str, user_id: str) -> Draft:
     def picked(block: str, action: str) -> list[str]:
-        return [o["value"] for o in (values.get(block, {}).get(action) or {}).get("selected_options") or []]
+        state = (values.get(block) or {}).get(action)
+        options = state.get("selected_options") if isinstance(state, dict) else None
+        return [str(o.get("value")) for o in options or [] if isinstance(o, dict)]
 
     chosen = (values.get(ids.B_SEND_FROM, {}).get(ids.A_SEND_FROM) or {}).get("selected_option") or {}
     try:
