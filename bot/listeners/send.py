@@ -48,12 +48,14 @@ def open_compose(
     to: list[str] | None = None,
     body: richtext.RichText | None = None,
     reply_to: int | None = None,
+    push: bool = False,
 ) -> None:
-    """Open the compose modal, prefilled with the person's mailboxes and tracking defaults."""
+    """Open the compose modal (pushed over the modal it comes from), prefilled with the person's defaults."""
     db = deps.services.db
     accounts, prefs, allowed = send_flow.compose_defaults(db, send_config(deps), team_id=team_id, user_id=user_id)
+    show = client.views_push if push else client.views_open
     if not accounts:
-        client.views_open(trigger_id=trigger_id, view=views.no_account_view())
+        show(trigger_id=trigger_id, view=views.no_account_view())
         return
     subject, account_id = "", None
     if reply_to is not None:
@@ -78,7 +80,7 @@ def open_compose(
         tracking_allowed=allowed,
         reply_to=reply_to,
     )
-    client.views_open(trigger_id=trigger_id, view=view)
+    show(trigger_id=trigger_id, view=view)
 
 
 def register(app: App, deps: SlackDeps) -> None:
@@ -110,7 +112,15 @@ def register(app: App, deps: SlackDeps) -> None:
             return
         team_id = (body.get("team") or {}).get("id") or body["user"].get("team_id")
         # The id is re-checked in reply_defaults: only a message this person may see is quoted.
-        open_compose(deps, client, body["trigger_id"], str(team_id), body["user"]["id"], reply_to=message_id)
+        open_compose(
+            deps,
+            client,
+            body["trigger_id"],
+            str(team_id),
+            body["user"]["id"],
+            reply_to=message_id,
+            push=body.get("view") is not None,
+        )
 
     def address_options(ack: Ack, body: dict[str, Any]) -> None:
         team_id = (body.get("team") or {}).get("id") or body["user"].get("team_id")

@@ -546,3 +546,65 @@ def test_smtp_failures_name_who_got_it_and_nothing_is_sent_twice(world: World) -
     assert calls["n"] == 2
     with session_scope(w.slack.services.db, readonly=True) as session:
         assert session.exec(select(TrackToken).where(TrackToken.sent_email_id == sent.id)).all()
+
+
+# Compose entry points: the global shortcut, the message shortcut, and Reply on a synced email.
+def test_shortcuts_and_reply_with_in_reply_to_references_and_quoted_text(world: World) -> None:
+    w = world
+    opened = len(w.slack.fake.calls_to("views.open"))
+    payload = {
+        "type": "shortcut",
+        "callback_id": ids.SHORTCUT_SEND,
+        "trigger_id": w.slack.fake.issue_trigger_id("U0001"),
+        "team": {"id": "T0001", "domain": "test"},
+        "user": {"id": "U0001", "team_id": "T0001", "username": "u0001"},
+        "api_app_id": w.slack.driver.api_app_id,
+        "token": "fake-verification-token",
+        "action_ts": f"{time.time():.6f}",
+        "is_enterprise_install": False,
+        "enterprise": None,
+    }
+    assert w.slack.driver._post_payload(payload).status_code == 200
+    view = w.slack.fake.wait_for("views.open", count=opened + 1)[-1].response["view"]
+    assert view["callback_id"] == ids.SEND_VIEW
+
+    w.slack.driver.message_shortcut(ids.SHORTCUT_SEND_MESSAGE, {"text": "Numbers for Q3 are in", "user": "U0002"})
+    view = w.slack.fake.wait_for("views.open", count=opened + 2)[-1].response["view"]
+    body = next(b for b in view["blocks"] if b["block_id"] == ids.B_SEND_BODY)["element"]["initial_value"]
+    assert "Numbers for Q3 are in" in json.dumps(body)
+
+    original = "<q3.question@example.org>"
+    raw = make_message(
+        subject="Q3 numbers?",
+        sender="Grace Hopper <grace@example.org>",
+        to=w.ada.email,
+        message_id=original,
+        body="Could you send the Q3 numbers?\n",
+    )
+    w.ada.server.append(w.ada.login, w.ada.password, "INBOX", raw)
+    sync(w.slack.services, w.ada)
+    with session_scope(w.slack.services.db, readonly=True) as session:
+        message = session.exec(select(Message).where(Message.message_id == original)).one()
+    w.slack.driver.block_action(ids.A_REPLY, value=str(message.id), strict=False)
+    modal = w.slack.fake.wait_for("views.open", count=opened + 3)[-1].response["view"]
+    to = next(b for b in modal["blocks"] if b["block_id"] == ids.B_SEND_TO)["element"]["initial_options"]
+    assert [o["value"] for o in to] == ["grace@example.org"]
+    subject = next(b for b in modal["blocks"] if b["block_id"] == ids.B_SEND_SUBJECT)["element"]["initial_value"]
+    assert subject == "Re: Q3 numbers?"
+    quoted = next(b for b in modal["blocks"] if b["block_id"] == ids.B_SEND_BODY)["element"]["initial_value"]
+    updates = len(w.slack.fake.calls_to("views.update"))
+    submit(w, modal, to=["grace@example.org"], subject=subject, body={"rich_text_value": quoted}, tracking=[])
+    w.slack.fake.wait_for("views.update", count=updates + 1, timeout=30)
+    msg = received(w)[-1][1]
+    assert msg["In-Reply-To"] == original and original in msg["References"]
+    assert "> Could you send the Q3 numbers?" in plain_of(msg) and "Grace Hopper wrote:" in plain_of(msg)
+    assert "<blockquote" in html_of(msg)
+
+    # Someone else's Reply on Ada's private email (a forged id) quotes nothing from it.
+    w.slack.driver.block_action(ids.A_REPLY, value=str(message.id), user_id="U0002", strict=False)
+    modal = w.slack.fake.wait_for("views.open", count=opened + 4)[-1].response["view"]
+    assert "Q3" not in json.dumps(modal) and not modal["private_metadata"]
+    from flows import send as send_flow
+
+    with pytest.raises(send_flow.ComposeError):
+        send_flow.reply_defaults(w.slack.services.db, team_id="T0001", user_id="U0002", message_id=message.id)
