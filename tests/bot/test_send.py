@@ -608,3 +608,42 @@ def test_shortcuts_and_reply_with_in_reply_to_references_and_quoted_text(world: 
 
     with pytest.raises(send_flow.ComposeError):
         send_flow.reply_defaults(w.slack.services.db, team_id="T0001", user_id="U0002", message_id=message.id)
+
+
+def test_operator_switch_own_size_limit_and_rate_limit(world: World) -> None:
+    import dataclasses
+
+    from bot.listeners.send import send_config
+    from flows import send as send_flow
+
+    w = world
+    base = send_config(w.slack.deps)
+
+    def draft(key: str, body: dict[str, Any] | None = None) -> send_flow.Draft:
+        return send_flow.Draft(
+            team_id="T0001",
+            user_id="U0001",
+            account_id=w.account_id,
+            to=["grace@example.org"],
+            cc=[],
+            subject="x",
+            body=(body or BODY)["rich_text_value"],
+            track_opens=True,
+            track_links=True,
+            notify=True,
+            compose_key=key,
+        )
+
+    db, box = w.slack.services.db, w.slack.services.secrets
+    # EMAILSYNC_TRACKING=false: no pixel, no rewritten link, whatever the person chose.
+    result = send_flow.send(db, box, dataclasses.replace(base, tracking_allowed=False), draft("k1"))
+    assert result.delivered == ["grace@example.org"] and not result.tracked
+    assert "/t/" not in html_of(received(w)[-1][1])
+    # Over our own size limit: refused before anything is sent.
+    result = send_flow.send(db, box, dataclasses.replace(base, max_bytes=500), draft("k2"))
+    assert result.delivered == [] and result.error and "at most" in result.error
+    assert len(received(w)) == 1
+    # Rate limit per account.
+    with pytest.raises(send_flow.ComposeError, match="in the last hour"):
+        send_flow.send(db, box, dataclasses.replace(base, sends_per_hour=2), draft("k3"))
+    assert len(received(w)) == 1
