@@ -88,7 +88,7 @@ def notify_sender(services: Services, client_for: Any, recorded: tracking.Record
             for e in events
             if e.human and e.kind == "click" and e.link is not None and e.link < len(links)
         ]
-    who = recorded.recipient or "Someone"
+    who = tracking.who_opened(db, team_id=sent.team_id, recipient=recorded.recipient)
     message = tracking_dm(sent, who=who, clicked=list(dict.fromkeys(clicked)))
     try:
         client = client_for(sent.team_id)

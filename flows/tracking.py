@@ -179,3 +179,13 @@ def safe_target(url: str) -> str | None:
     if re.match(r"^https?://[^\s/?#]+", stripped, re.I) and not any(c in stripped for c in "\r\n\t\x00"):
         return stripped
     return None
+
+
+def who_opened(db: Engine, *, team_id: str, recipient: str | None) -> str:
+    """How the DM names the recipient: the contact's name, else the address ("Someone" when tracked per message)."""
+    if recipient is None:
+        return "Someone"
+    from models import contacts
+
+    with session_scope(db, readonly=True) as session:
+        return contacts.contact_name(session, team_id=team_id, email=recipient) or recipient

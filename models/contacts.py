@@ -61,3 +61,8 @@ def search_contacts(session: Session, *, team_id: str, text: str, limit: int = 2
         .order_by(col(Contact.email))
         .limit(limit)
     ).all()
+
+
+def contact_name(session: Session, *, team_id: str, email: str) -> str | None:
+    """The name of a team's contact, when the address is one and has a name."""
+    return session.exec(select(Contact.name).where(Contact.team_id == team_id, Contact.email == email)).first()

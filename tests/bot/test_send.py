@@ -307,7 +307,7 @@ def test_chromium_opens_and_clicks_one_dm_then_edited(world: World, page: Any) -
     with page.expect_response(re.compile(r"/t/o/.*\.gif")):
         page.set_content(html)
     dm = w.slack.fake.wait_for("chat.postMessage", predicate=lambda c: "opened" in str(c.args.get("text")))
-    assert "grace@example.org opened *Proposal*" in dm[0].args["text"]
+    assert "Grace Hopper opened *Proposal*" in dm[0].args["text"]
     with page.expect_navigation():
         page.click("text=the status")
     assert page.url == target
