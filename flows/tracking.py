@@ -111,14 +111,16 @@ class Recorded:
     recipient: str | None = None
 
 
-def verdict(hit: Hit, *, sent_at: dt.datetime, now: dt.datetime, quiet: float, own_origin: str) -> str | None:
+def verdict(
+    hit: Hit, *, sent_at: dt.datetime, now: dt.datetime, quiet: float, own_origin: str, own_copy: bool = False
+) -> str | None:
     """None for a person's open or click; else the reason it is a machine's (or the sender's own)."""
     if hit.method == "HEAD":
         return "head"
     if hit.user_agent.strip() == APPLE_MPP_USER_AGENT:
         return "apple_mpp"
-    if own_origin and hit.referer.startswith(own_origin):
-        return "sender"  # opened from the app's own pages
+    if own_copy or (own_origin and hit.referer.startswith(own_origin)):
+        return "sender"  # the sender's own copy (they wrote to themselves too), or opened from the app's pages
     if not human_proxy(hit.user_agent) and scanner(hit.user_agent):
         return "scanner"
     if (now - sent_at).total_seconds() < quiet:
@@ -145,7 +147,8 @@ def record(db: Engine, box: SecretBox, hit: Hit, *, quiet: float, own_origin: st
             target = safe_target(links[hit.link])
             if target is None:
                 return Recorded(None)
-        reason = verdict(hit, sent_at=sent.sent_at, now=now, quiet=quiet, own_origin=own_origin)
+        own_copy = token.recipient is not None and token.recipient == sending.sender_address(session, sent)
+        reason = verdict(hit, sent_at=sent.sent_at, now=now, quiet=quiet, own_origin=own_origin, own_copy=own_copy)
         sending.add_event(
             session,
             sent_email_id=sent.id,

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from sqlalchemy import delete, func, update
 from sqlmodel import Session, col, select
 
-from models.tables import Message, SentEmail, TeamSettings, TrackEvent, TrackToken
+from models.tables import EmailAccount, Message, SentEmail, TeamSettings, TrackEvent, TrackToken
 
 
 def team_tracking_enabled(session: Session, *, team_id: str) -> bool:
@@ -64,6 +64,12 @@ def by_token(session: Session, token: str) -> tuple[TrackToken, SentEmail] | Non
         .where(TrackToken.token == token)
     ).first()
     return (row[0], row[1]) if row is not None else None
+
+
+def sender_address(session: Session, sent: SentEmail) -> str | None:
+    """The address the email was sent from (its mailbox's), lower-cased."""
+    email = session.exec(select(EmailAccount.email).where(EmailAccount.id == sent.account_id)).first()
+    return email.lower() if email else None
 
 
 def add_event(session: Session, **fields: object) -> None:

@@ -647,3 +647,18 @@ def test_operator_switch_own_size_limit_and_rate_limit(world: World) -> None:
     with pytest.raises(send_flow.ComposeError, match="in the last hour"):
         send_flow.send(db, box, dataclasses.replace(base, sends_per_hour=2), draft("k3"))
     assert len(received(w)) == 1
+
+
+def test_the_senders_own_copy_is_recorded_as_theirs_and_not_notified(world: World) -> None:
+    w = world
+    send(w, to=["grace@example.org"], cc=[w.ada.email])
+    sent = last_sent(w)
+    assert sent.id is not None
+    backdate(w, sent.id)
+    own = next(msg for rcpts, msg in received(w) if rcpts == [w.ada.email])
+    token = tokens_in(html_of(own))[0]
+    with httpx.Client() as http:
+        http.get(f"{w.slack.base_url}/t/o/{token}.gif", headers={"User-Agent": BROWSER_UA})
+    assert [(e.human, e.reason) for e in events(w, sent.id)] == [(False, "sender")]
+    time.sleep(0.5)
+    assert tracking_dms(w) == []
