@@ -414,9 +414,7 @@ class TrackEvent(SQLModel, table=True):
     sent_email_id: int = Field(
         sa_column=Column(Integer, ForeignKey("sent_email.id", ondelete="CASCADE"), nullable=False, index=True)
     )
-    token_id: int = Field(
-        sa_column=Column(Integer, ForeignKey("track_token.id", ondelete="CASCADE"), nullable=False)
-    )
+    token_id: int = Field(sa_column=Column(Integer, ForeignKey("track_token.id", ondelete="CASCADE"), nullable=False))
     kind: str = Field(max_length=8)  # open | click
     link: int | None = None  # the n of /t/c/{token}/{n}
     human: bool = False
