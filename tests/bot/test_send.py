@@ -459,6 +459,18 @@ def test_a_synced_reply_stops_the_notifications(world: World) -> None:
     time.sleep(0.5)
     assert tracking_dms(w) == []  # ... but no longer told
 
+    # Thirty days after sending, opens are recorded but no longer told either.
+    send(w, to=["bob@example.com"], subject="Old news")
+    old = last_sent(w)
+    assert old.id is not None and old.id != sent.id
+    backdate(w, old.id, seconds=31 * 86400)
+    old_token = tokens_in(html_of(received(w)[-1][1]))[0]
+    with httpx.Client() as http:
+        http.get(f"{w.slack.base_url}/t/o/{old_token}.gif", headers={"User-Agent": BROWSER_UA})
+    assert [e.human for e in events(w, old.id)] == [True]
+    time.sleep(0.5)
+    assert tracking_dms(w) == []
+
 
 # 7 ------------------------------------------------------------------------------------------------------
 def test_smtp_failures_name_who_got_it_and_nothing_is_sent_twice(world: World) -> None:
