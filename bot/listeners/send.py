@@ -11,6 +11,7 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import ids
+from bot.listeners.home import publish_home
 from bot.slack_app import SlackDeps
 from bot.views import send as views
 from flows import richtext
@@ -172,6 +173,7 @@ def register(app: App, deps: SlackDeps) -> None:
             # The modal was closed meanwhile: the person still learns what happened, in a DM.
             blocks = views.result_blocks(subject=draft.subject, **blocks_args)
             client.chat_postMessage(channel=user_id, text="Your email", blocks=blocks)
+        publish_home(db, client, team_id, user_id)  # the sent email appears in App Home
 
 
 def _draft(values: dict[str, Any], view: dict[str, Any], team_id: str, user_id: str) -> Draft:
