@@ -1,4 +1,4 @@
-"""The web process: /healthz, Slack's /slack/events, the connect page; and the worker as a child process."""
+"""The web process: /healthz, Slack's /slack/events, the connect page, tracking; and the worker as a child process."""
 
 from __future__ import annotations
 

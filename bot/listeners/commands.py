@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,8 @@ from flows.contacts import add_contact
 from flows.send import set_workspace_tracking
 from models import accounts as account_queries
 from models.db import session_scope
+
+_MAILTO = re.compile(r"<mailto:([^|>\s]+)(?:\|[^>]*)?>", re.IGNORECASE)
 
 
 def register(app: App, deps: SlackDeps) -> None:
@@ -45,7 +48,9 @@ def register(app: App, deps: SlackDeps) -> None:
             query = (command.get("text") or "").strip()[len(words[0]) :]
             respond(**find_answer(deps, team_id=team_id, user_id=user_id, query=query))
         elif sub == "send":
-            open_compose(deps, client, command["trigger_id"], team_id, user_id, to=words[1:2])
+            # An address as Slack may format it (<mailto:a@b.c|a@b.c>) is prefilled as the bare address.
+            to = [_MAILTO.sub(r"\1", w) for w in words[1:2]]
+            open_compose(deps, client, command["trigger_id"], team_id, user_id, to=to)
         elif sub == "tracking" and len(words) == 2 and words[1].lower() in ("on", "off"):
             respond(**_workspace_tracking(deps, client, team_id, user_id, words[1].lower() == "on"))
         elif sub == "contact" and len(words) >= 3 and words[1].lower() == "add":

@@ -580,6 +580,11 @@ def test_shortcuts_and_reply_with_in_reply_to_references_and_quoted_text(world: 
     view = w.slack.fake.wait_for("views.open", count=opened + 1)[-1].response["view"]
     assert view["callback_id"] == ids.SEND_VIEW
 
+    modal = open_compose(w, "send <mailto:grace@example.org|grace@example.org>")  # as Slack may format it
+    to = next(b for b in modal["blocks"] if b["block_id"] == ids.B_SEND_TO)["element"]["initial_options"]
+    assert [o["value"] for o in to] == ["grace@example.org"]
+    opened += 1
+
     w.slack.driver.message_shortcut(ids.SHORTCUT_SEND_MESSAGE, {"text": "Numbers for Q3 are in", "user": "U0002"})
     view = w.slack.fake.wait_for("views.open", count=opened + 2)[-1].response["view"]
     body = next(b for b in view["blocks"] if b["block_id"] == ids.B_SEND_BODY)["element"]["initial_value"]
