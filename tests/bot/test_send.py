@@ -481,6 +481,12 @@ def test_smtp_failures_name_who_got_it_and_nothing_is_sent_twice(world: World) -
     result = send(w, to=["grace@example.org"])
     assert "rejected the username or password" in result and "was not sent to anyone" in result
     assert w.smtp.received == []
+    # The modal was closed meanwhile (views.update fails): the person is told in a DM instead.
+    w.slack.fake.fail_next("views.update", error="not_found")
+    modal = open_compose(w)
+    submit(w, modal, to=["grace@example.org"], tracking=[])
+    dm = w.slack.fake.wait_for("chat.postMessage", predicate=lambda c: "not sent to anyone" in json.dumps(c.args))
+    assert "rejected the username or password" in json.dumps(dm[-1].args) and dm[-1].args["channel"] == "U0001"
     w.smtp.users[w.ada.login] = w.ada.password
 
     # A rejected recipient: the others get it; the refused one is named.
