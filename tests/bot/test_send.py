@@ -685,3 +685,20 @@ def test_the_senders_own_copy_is_recorded_as_theirs_and_not_notified(world: Worl
     assert [(e.human, e.reason) for e in events(w, sent.id)] == [(False, "sender")]
     time.sleep(0.5)
     assert tracking_dms(w) == []
+
+
+def test_more_than_ten_recipients_are_tracked_per_message(world: World) -> None:
+    w = world
+    people = [f"p{i}@example.org" for i in range(11)]
+    send(w, to=people[:6], cc=people[6:])
+    got = received(w)
+    assert len(got) == 1 and sorted(got[0][0]) == sorted(people)  # one transaction for everyone
+    tokens = tokens_in(html_of(got[0][1]))
+    assert len(tokens) == 1
+    sent = last_sent(w)
+    assert sent.id is not None and not sent.per_recipient
+    backdate(w, sent.id)
+    with httpx.Client() as http:
+        http.get(f"{w.slack.base_url}/t/o/{tokens[0]}.gif", headers={"User-Agent": BROWSER_UA})
+    dm = w.slack.fake.wait_for("chat.postMessage", predicate=lambda c: "opened" in str(c.args.get("text")))
+    assert dm[-1].args["text"].startswith(":eyes: Someone opened *Proposal*")
