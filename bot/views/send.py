@@ -168,7 +168,7 @@ def tracking_dm(sent: SentEmail, *, who: str, clicked: Sequence[str]) -> dict[st
     if sent.opens == 1:
         text = f":eyes: {escape(who)} opened *{subject}* · {when}"
     elif sent.opens:
-        text = f":eyes: {escape(who)} opened *{subject}* · opened {sent.opens}{TIMES} · last {when}"
+        text = f":eyes: {escape(who)} · *{subject}* · opened {sent.opens}{TIMES} · last {when}"
     else:
         text = f":link: {escape(who)} clicked a link in *{subject}*"
     lines = [text]
