@@ -292,6 +292,7 @@ def _run_worker(services: Services, stop: threading.Event) -> None:
     keep = Retention(
         slack_events=dt.timedelta(hours=settings.slack_event_retention_hours),
         runs=dt.timedelta(days=settings.run_retention_days),
+        tracking_events=dt.timedelta(days=settings.tracking_event_retention_days),
     )
     clock = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds, retention=keep)
     clock.start()

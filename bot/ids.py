@@ -79,3 +79,22 @@ B_DIGEST_DAY = "digest_day"
 A_DIGEST_DAY = "digest_day_choice"
 B_DIGEST_HOUR = "digest_hour"
 A_DIGEST_HOUR = "digest_hour_choice"
+
+# Send from Slack (DESIGN section 13): the compose modal and its inputs; the "Reply" button carries a
+# message id (the handler reloads it as the clicker sees it).
+SEND_VIEW = "send_email"
+SHORTCUT_SEND = "send_email"  # global shortcut
+SHORTCUT_SEND_MESSAGE = "send_by_email"  # message shortcut
+A_REPLY = "reply_by_email"
+B_SEND_FROM = "send_from"
+A_SEND_FROM = "send_from_choice"
+B_SEND_TO = "send_to"
+A_SEND_TO = "send_to_choice"
+B_SEND_CC = "send_cc"
+A_SEND_CC = "send_cc_choice"
+B_SEND_SUBJECT = "send_subject"
+A_SEND_SUBJECT = "send_subject_input"
+B_SEND_BODY = "send_body"
+A_SEND_BODY = "send_body_input"
+B_SEND_TRACKING = "send_tracking"
+A_SEND_TRACKING = "send_tracking_choice"

@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     # Bookkeeping retention: Slack retries an event within minutes; runs only feed progress and summaries.
     slack_event_retention_hours: float = Field(24.0, alias="EMAILSYNC_SLACK_EVENT_RETENTION_HOURS", gt=0)
     run_retention_days: float = Field(30.0, alias="EMAILSYNC_RUN_RETENTION_DAYS", gt=0)
+    # Sending from Slack and tracking (DESIGN section 13). EMAILSYNC_TRACKING=false turns every pixel and
+    # rewritten link off for the whole installation, whatever workspaces and people chose.
+    tracking_enabled: bool = Field(True, alias="EMAILSYNC_TRACKING")
+    send_max_bytes: int = Field(25 * 1000 * 1000, alias="EMAILSYNC_SEND_MAX_BYTES", ge=1024)  # Gmail's 25 MB
+    sends_per_hour: int = Field(60, alias="EMAILSYNC_SENDS_PER_HOUR", ge=1)  # per account
+    # Hits this soon after sending are the recipient's server fetching, not a person reading.
+    tracking_quiet_seconds: float = Field(5.0, alias="EMAILSYNC_TRACKING_QUIET_SECONDS", ge=0)
+    tracking_event_retention_days: float = Field(90.0, alias="EMAILSYNC_TRACKING_EVENT_RETENTION_DAYS", gt=0)
     # Sign in with Google / Microsoft (OAuth 2.0): each is offered once its client id and secret are set.
     google_client_id: str | None = Field(None, alias="GOOGLE_CLIENT_ID")
     google_client_secret: str | None = Field(None, alias="GOOGLE_CLIENT_SECRET", repr=False)

@@ -1,4 +1,4 @@
-"""The web process: /healthz, Slack's /slack/events, the connect page; and the worker as a child process."""
+"""The web process: /healthz, Slack's /slack/events, the connect page, tracking; and the worker as a child process."""
 
 from __future__ import annotations
 
@@ -124,6 +124,10 @@ def create_app(
             ]
             images.append(SLACK_BUTTON_IMAGES)
         routes += connect_routes(slack)
+        from bot.tokens import client_for_team
+        from bot.tracking import routes as tracking_routes
+
+        routes += tracking_routes(services, slack.public_base_url, lambda team_id: client_for_team(slack, team_id))
     settings = services.settings
     # The sign-in buttons' POST is redirected to the provider: its origin must be a form target too.
     providers = [_origin(p.discovery_url) for p in services.oauth.configured()] if slack is not None else []

@@ -47,3 +47,22 @@ def messages_linked(session: Session, *, team_id: str, email: str) -> int:
         .where(Message.team_id == team_id, MessageAddress.email == email.strip().lower())
     )
     return int(session.exec(query).one())
+
+
+def search_contacts(session: Session, *, team_id: str, text: str, limit: int = 20) -> Sequence[Contact]:
+    """The team's contacts whose address or name contains the text (case-insensitive)."""
+    pattern = "%" + text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return session.exec(
+        select(Contact)
+        .where(
+            Contact.team_id == team_id,
+            col(Contact.email).like(pattern, escape="\\") | func.lower(col(Contact.name)).like(pattern, escape="\\"),
+        )
+        .order_by(col(Contact.email))
+        .limit(limit)
+    ).all()
+
+
+def contact_name(session: Session, *, team_id: str, email: str) -> str | None:
+    """The name of a team's contact, when the address is one and has a name."""
+    return session.exec(select(Contact.name).where(Contact.team_id == team_id, Contact.email == email)).first()

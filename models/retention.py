@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import delete, update
 from sqlmodel import Session, col, select
 
-from models import connect_failures, slack_events
+from models import connect_failures, sending, slack_events
 from models.clock import utcnow
 from models.tables import EmailAccount, SetupSession, SyncRun
 
@@ -22,6 +22,7 @@ class Pruned:
     runs: int
     connect_failures: int = 0
     sign_ins: int = 0
+    tracking_events: int = 0
 
 
 def prune_finished_runs(session: Session, age: dt.timedelta) -> int:
@@ -44,6 +45,7 @@ def prune(
     slack_events_older_than: dt.timedelta,
     runs_older_than: dt.timedelta,
     connect_failures_older_than: dt.timedelta = dt.timedelta(days=1),
+    tracking_events_older_than: dt.timedelta = dt.timedelta(days=90),
 ) -> Pruned:
     """One pass over every bookkeeping table."""
     return Pruned(
@@ -51,6 +53,7 @@ def prune(
         runs=prune_finished_runs(session, runs_older_than),
         connect_failures=connect_failures.prune_failures(session, before=utcnow() - connect_failures_older_than),
         sign_ins=forget_abandoned_sign_ins(session),
+        tracking_events=sending.prune_events(session, before=utcnow() - tracking_events_older_than),
     )
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import logging
 import os
 from pathlib import Path
@@ -31,6 +34,11 @@ class SecretBox:
                 "EMAILSYNC_SECRET_KEY: each comma-separated key must be a 32-byte url-safe base64 Fernet key"
             ) from None
         self._multi = MultiFernet(self._fernets)
+        self._raw = [base64.urlsafe_b64decode(k.strip().encode()) for k in keys]
+
+    def derived_keys(self, label: str) -> list[bytes]:
+        """HMAC keys for one purpose, newest first: one per configured key, so a rotation keeps old MACs valid."""
+        return [hmac.new(raw, label.encode(), hashlib.sha256).digest() for raw in self._raw]
 
     def __repr__(self) -> str:
         return f"SecretBox(keys={len(self._fernets)})"

@@ -347,3 +347,77 @@ class SlackOAuthState(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     state: str = Field(max_length=200, index=True)
     expire_at: dt.datetime
+
+
+class TeamSettings(SQLModel, table=True):
+    """Workspace-wide settings an admin chooses (open and click tracking on or off)."""
+
+    __tablename__ = "team_settings"
+    team_id: str = Field(primary_key=True, max_length=32)
+    tracking_enabled: bool = True
+
+
+class SentEmail(SQLModel, table=True):
+    """One email sent from Slack: what was sent, to whom, what it tracks, and its Slack DM."""
+
+    __tablename__ = "sent_email"
+    __table_args__ = (
+        UniqueConstraint("compose_key", name="uq_sent_email_compose_key"),
+        Index("ix_sent_email_account_msgid", "account_id", "message_id"),
+        Index("ix_sent_email_owner", "team_id", "user_id", "sent_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    team_id: str = Field(max_length=32)
+    user_id: str = Field(max_length=32)
+    account_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("email_account.id", ondelete="CASCADE"), nullable=False)
+    )
+    compose_key: str = Field(max_length=64)  # the modal's view id: one submission sends once, never twice
+    message_id: str = Field(max_length=998)  # our own Message-ID, as sent (with the angle brackets)
+    thread_key: str = Field(max_length=998)  # as sync/parse.py computes it: a reply in the mailbox shares it
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    recipients: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON: [{email, role}]
+    delivered: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON: addresses accepted
+    failed: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON: [{email, reason}]
+    links: str = Field(default="[]", sa_column=Column(Text, nullable=False))  # JSON: the http(s) targets, by n
+    track_opens: bool = False
+    track_links: bool = False
+    notify: bool = False
+    per_recipient: bool = True  # False: over 10 recipients, one token for everyone ("someone opened")
+    status: str = Field(default="sending", max_length=16)  # sending | sent | partial | failed
+    sent_at: dt.datetime = Field(default_factory=utcnow)
+    opens: int = 0  # human opens, for the DM and App Home
+    clicks: int = 0
+    last_open_at: dt.datetime | None = None
+    slack_channel: str | None = Field(default=None, max_length=32)
+    slack_ts: str | None = Field(default=None, max_length=32)  # "pending" while one process posts it
+
+
+class TrackToken(SQLModel, table=True):
+    """The tracking token of one recipient of a sent email (or of the whole email when tracked per message)."""
+
+    __tablename__ = "track_token"
+    id: int | None = Field(default=None, primary_key=True)
+    sent_email_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("sent_email.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    token: str = Field(max_length=64, unique=True, repr=False)
+    recipient: str | None = Field(default=None, max_length=320)  # None: tracked per message
+
+
+class TrackEvent(SQLModel, table=True):
+    """One open or click, a person's or a machine's (with the reason); kept 90 days."""
+
+    __tablename__ = "track_event"
+    __table_args__ = (Index("ix_track_event_at", "at"),)
+    id: int | None = Field(default=None, primary_key=True)
+    sent_email_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("sent_email.id", ondelete="CASCADE"), nullable=False, index=True)
+    )
+    token_id: int = Field(sa_column=Column(Integer, ForeignKey("track_token.id", ondelete="CASCADE"), nullable=False))
+    kind: str = Field(max_length=8)  # open | click
+    link: int | None = None  # the n of /t/c/{token}/{n}
+    human: bool = False
+    reason: str | None = Field(default=None, max_length=16)  # head | apple_mpp | scanner | too_soon | sender
+    user_agent: str | None = Field(default=None, max_length=512)
+    at: dt.datetime = Field(default_factory=utcnow)

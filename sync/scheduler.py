@@ -29,6 +29,7 @@ class Retention:
     slack_events: dt.timedelta = dt.timedelta(hours=24)
     runs: dt.timedelta = dt.timedelta(days=30)
     connect_failures: dt.timedelta = dt.timedelta(days=1)  # longer than any failure-limit window
+    tracking_events: dt.timedelta = dt.timedelta(days=90)  # opens and clicks of sent mail (DESIGN section 13)
     every_seconds: float = 3600.0
 
 
@@ -138,7 +139,10 @@ class Clock:
                 slack_events_older_than=self.retention.slack_events,
                 runs_older_than=self.retention.runs,
                 connect_failures_older_than=self.retention.connect_failures,
+                tracking_events_older_than=self.retention.tracking_events,
             )
+        if pruned.tracking_events:
+            log.info("pruned %d tracking events", pruned.tracking_events)
         if pruned.slack_events or pruned.runs or pruned.connect_failures:
             log.info(
                 "pruned %d Slack event ids, %d finished runs and %d failed connects",

@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from slack_bolt import App, BoltRequest, BoltResponse
 
-from bot.listeners import commands, contacts, find, home, lifecycle, setup
+from bot.listeners import commands, contacts, find, home, lifecycle, send, setup
 from bot.slack_app import SlackDeps
 from models import slack_events
 from models.db import session_scope
@@ -26,5 +26,5 @@ def register_all(app: App, deps: SlackDeps) -> None:
                     return resp
         return next()
 
-    for module in (commands, setup, home, lifecycle, find, contacts):
+    for module in (commands, setup, home, lifecycle, find, contacts, send):
         module.register(app, deps)

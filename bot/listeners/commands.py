@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,7 @@ from slack_sdk import WebClient
 
 from bot import ids
 from bot.listeners.find import find_answer
+from bot.listeners.send import open_compose
 from bot.listeners.setup import start_and_open
 from bot.slack_app import SlackDeps
 from bot.views import messages
@@ -17,8 +19,11 @@ from bot.views.blocks import escape
 from flows import lifecycle
 from flows.accounts import FieldError
 from flows.contacts import add_contact
+from flows.send import set_workspace_tracking
 from models import accounts as account_queries
 from models.db import session_scope
+
+_MAILTO = re.compile(r"<mailto:([^|>\s]+)(?:\|[^>]*)?>", re.IGNORECASE)
 
 
 def register(app: App, deps: SlackDeps) -> None:
@@ -42,6 +47,12 @@ def register(app: App, deps: SlackDeps) -> None:
         elif sub == "find":
             query = (command.get("text") or "").strip()[len(words[0]) :]
             respond(**find_answer(deps, team_id=team_id, user_id=user_id, query=query))
+        elif sub == "send":
+            # An address as Slack may format it (<mailto:a@b.c|a@b.c>) is prefilled as the bare address.
+            to = [_MAILTO.sub(r"\1", w) for w in words[1:2]]
+            open_compose(deps, client, command["trigger_id"], team_id, user_id, to=to)
+        elif sub == "tracking" and len(words) == 2 and words[1].lower() in ("on", "off"):
+            respond(**_workspace_tracking(deps, client, team_id, user_id, words[1].lower() == "on"))
         elif sub == "contact" and len(words) >= 3 and words[1].lower() == "add":
             respond(**_add_contact(deps, team_id, words[2], " ".join(words[3:]) or None))
         else:
@@ -90,4 +101,17 @@ def _add_contact(deps: SlackDeps, team_id: str, email: str, name: str | None) ->
         text = f"`{escape(email)}` is not an email address. Try `/emailsync contact add name@example.com Jane Doe`."
         return {"response_type": "ephemeral", "text": text}
     text = f"{escape(address)} is a contact of your team now; {linked:,} synced emails are linked to it."
+    return {"response_type": "ephemeral", "text": text}
+
+
+def _workspace_tracking(
+    deps: SlackDeps, client: WebClient, team_id: str, user_id: str, enabled: bool
+) -> dict[str, Any]:
+    """Only a workspace admin or owner turns open and click tracking on or off for everyone."""
+    user = client.users_info(user=user_id).get("user") or {}
+    if not (user.get("is_admin") or user.get("is_owner")) or user.get("team_id", team_id) != team_id:
+        return {"response_type": "ephemeral", "text": "Only a workspace admin can change tracking for everyone."}
+    set_workspace_tracking(deps.services.db, team_id=team_id, enabled=enabled)
+    state = "on" if enabled else "off"
+    text = f"Open and click tracking is {state} for everyone in this workspace."
     return {"response_type": "ephemeral", "text": text}

@@ -13,8 +13,10 @@ from sqlalchemy import Engine
 from bot import ids
 from bot.slack_app import SlackDeps
 from bot.views import home as views
+from bot.views.send import home_sent_blocks
 from bot.views.setup import notice_view
 from flows import lifecycle, people
+from flows import send as send_flow
 from flows.accounts import FieldError
 from flows.contacts import contact_count
 from flows.lifecycle import AccountGone, AccountSummary
@@ -43,7 +45,8 @@ def publish_home(db: Engine, client: WebClient, team_id: str, user_id: str) -> N
     accounts = lifecycle.summaries(db, team_id=team_id, user_id=user_id)
     prefs, blocked = lifecycle.general_settings(db, team_id=team_id, user_id=user_id)
     contacts = contact_count(db, team_id=team_id)
-    client.views_publish(user_id=user_id, view=views.home_view(accounts, prefs, blocked, contacts=contacts))
+    sent = home_sent_blocks(send_flow.recent_sent(db, team_id=team_id, user_id=user_id))
+    client.views_publish(user_id=user_id, view=views.home_view(accounts, prefs, blocked, contacts=contacts, sent=sent))
 
 
 def register(app: App, deps: SlackDeps) -> None:

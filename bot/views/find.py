@@ -190,6 +190,9 @@ def thread_modal(thread: ThreadView, notice: str | None = None) -> dict[str, Any
         controls.append(
             button("Hide quoted text" if thread.unfolded else "Show quoted text", ids.A_THREAD_QUOTES, state)
         )
+    if thread.messages:
+        # Reply to the latest email shown; the handler reloads it as the clicker sees it.
+        controls.insert(0, button("Reply", ids.A_REPLY, str(thread.messages[-1].id)))
     blocks.append({"type": "divider"})
     if thread.own_visibility is not None and thread.own_id is not None:
         blocks.append(section(_visibility_text(thread.own_visibility)))

@@ -37,7 +37,11 @@ MAX_CARDS = 12  # each card is a few blocks; Home allows 100
 
 
 def home_view(
-    accounts: list[AccountSummary], prefs: UserSettings, blocked: list[str], contacts: int | None = None
+    accounts: list[AccountSummary],
+    prefs: UserSettings,
+    blocked: list[str],
+    contacts: int | None = None,
+    sent: list[Block] | None = None,
 ) -> dict[str, Any]:
     """The whole Home tab for one person (with the team's contacts when their count is given)."""
     blocks: list[Block] = [{"type": "header", "text": plain("Email sync", 150)}]
@@ -55,6 +59,7 @@ def home_view(
         blocks.append({"type": "actions", "elements": [button("Connect another mailbox", ids.A_HOME_SETUP)]})
     if contacts is not None:
         blocks += contacts_section(contacts)
+    blocks += sent or []
     blocks += general_section(prefs, blocked)
     return {"type": "home", "blocks": blocks}
 

@@ -24,6 +24,8 @@ HELP = (
     "• `/emailsync status`: your mailboxes and how their sync is doing\n"
     "• `/emailsync sync`, `pause`, `resume`: sync your mailboxes now, pause or resume them\n"
     "• `/emailsync find ADDRESS, NAME or DOMAIN`: the latest email threads with someone (only you see the answer)\n"
+    "• `/emailsync send [ADDRESS]`: write an email and send it from your mailbox, with open and click tracking\n"
+    "• `/emailsync tracking off` or `on`: tracking for the whole workspace (admins only)\n"
     "• `/emailsync contact add ADDRESS [NAME]`: add a CRM contact for your team\n"
     "• `/emailsync help`: this help"
 )

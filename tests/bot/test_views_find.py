@@ -124,15 +124,17 @@ def test_the_thread_modal_is_valid_for_the_longest_thread_and_offers_the_owners_
     assert len(view["blocks"]) <= 100
     controls = next(b for b in view["blocks"] if b.get("block_id") == "thread_controls")["elements"]
     assert [(c["action_id"], c["text"]["text"]) for c in controls] == [
+        (ids.A_REPLY, "Reply"),
         (ids.A_THREAD_QUOTES, "Show quoted text"),
         (f"{ids.A_THREAD_VISIBILITY}_shared", "Share with the team"),
     ]
-    assert controls[1]["value"] == "shared:1"
+    assert controls[0]["value"] == "14"  # the latest email shown
+    assert controls[2]["value"] == "shared:1"
     bodies = [b for b in view["blocks"] if b["type"] == "section" and b["text"]["type"] == "plain_text"]
     assert bodies and all(len(b["text"]["text"]) <= 3000 for b in bodies)  # bodies are plain text, never mrkdwn
     mixed = valid_view(views.thread_modal(thread(1, own="mixed", unfolded=True)))
     texts = [e["text"]["text"] for b in mixed["blocks"] for e in b.get("elements", []) if e.get("type") == "button"]
-    assert texts == ["Hide quoted text", "Share with the team", "Make private"]
+    assert texts == ["Reply", "Hide quoted text", "Share with the team", "Make private"]
     teammate = valid_view(views.thread_modal(thread(2, own=None)))
     assert ids.A_THREAD_VISIBILITY not in json.dumps(teammate)
     assert views.thread_modal(thread(1))["private_metadata"] == '{"m":1,"u":false}'

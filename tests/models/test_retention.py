@@ -10,7 +10,7 @@ from sqlmodel import col, select
 from models.clock import utcnow
 from models.db import session_scope
 from models.secrets import SecretBox
-from models.tables import ConnectFailure, EmailAccount, ProcessedSlackEvent, SyncRun
+from models.tables import ConnectFailure, EmailAccount, ProcessedSlackEvent, SentEmail, SyncRun, TrackEvent, TrackToken
 from sync.engine import EngineConfig, EngineDeps
 from sync.scheduler import Clock, Retention
 from tests.conftest import TEST_KEY
@@ -128,3 +128,31 @@ def test_failed_connect_attempts_are_pruned_after_the_limits_stop_looking(db):
     assert pruned.connect_failures == 1
     with session_scope(db, readonly=True) as session:
         assert [f.at > now - dt.timedelta(hours=3) for f in session.exec(select(ConnectFailure)).all()] == [True]
+
+
+def test_tracking_events_are_pruned_after_90_days_and_the_sent_email_stays(db):
+    now = utcnow()
+    with session_scope(db) as session:
+        account = add_account(session, "U9")
+        sent = SentEmail(
+            team_id="T1", user_id="U9", account_id=account.id, compose_key="V1", message_id="<m@x>", thread_key="<m@x>"
+        )
+        session.add(sent)
+        session.flush()
+        token = TrackToken(sent_email_id=sent.id, token="t.x", recipient="a@x.test")
+        session.add(token)
+        session.flush()
+        for days in (91, 89):
+            session.add(
+                TrackEvent(
+                    sent_email_id=sent.id, token_id=token.id, kind="open", human=True, at=now - dt.timedelta(days=days)
+                )
+            )
+    deps = EngineDeps(
+        db=db, secrets=SecretBox([TEST_KEY]), notifier=RecordingNotifier(), config=EngineConfig(), owner="test"
+    )
+    pruned = Clock(deps, NoDispatch(), tick_seconds=60, retention=Retention()).prune()
+    assert pruned.tracking_events == 1
+    with session_scope(db, readonly=True) as session:
+        assert [e.at > now - dt.timedelta(days=90) for e in session.exec(select(TrackEvent)).all()] == [True]
+        assert len(session.exec(select(SentEmail)).all()) == 1
