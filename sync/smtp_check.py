@@ -5,6 +5,8 @@ from __future__ import annotations
 import smtplib
 import socket
 import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from sync.deadline import current_deadline
@@ -64,30 +66,49 @@ def check_smtp(
     outbound: OutboundPolicy = STRICT_POLICY,
 ) -> None:
     """Connect, EHLO, secure the connection, AUTH; raise a SyncError explaining any failure."""
+    with smtp_session(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound):
+        pass
+
+
+@contextmanager
+def smtp_session(
+    login: SmtpLogin,
+    *,
+    timeout: float,
+    ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
+) -> Iterator[smtplib.SMTP]:
+    """A connected, secured and logged-in client, always closed; failures to get there become SyncErrors.
+
+    What the caller does inside (sending) raises smtplib's own errors: only the caller knows what a
+    failure there means for the recipients.
+    """
     where = f"{login.host}:{login.port}"
     client: smtplib.SMTP | None = None
     try:
-        addresses = outbound.resolve(login.host, login.port)
-        context = ssl_context()
-        if login.security == "tls":
-            client = _PinnedSMTPSSL(login.host, login.port, addresses, timeout, context)
-        else:
-            client = _PinnedSMTP(login.host, login.port, addresses, timeout)
-            client.ehlo()
-            if not client.has_extn("starttls"):
-                raise TlsFailed(f"{where} does not offer STARTTLS.", "Use port 465 with TLS, or 587 with STARTTLS.")
-            client.starttls(context=context)
-        client.ehlo()  # again after STARTTLS: the AUTH mechanisms are only offered on the secured connection
-        if login.mechanism == "xoauth2":
-            if not client.has_extn("auth"):
-                raise smtplib.SMTPNotSupportedError("no AUTH")
-            client.auth("XOAUTH2", _XOAuth2(login.username, login.password), initial_response_ok=True)
-        else:
-            client.login(login.username, login.password)
-    except SyncError:
-        raise
-    except Exception as exc:
-        raise _sync_error_for(exc, login, where) from None
+        try:
+            addresses = outbound.resolve(login.host, login.port)
+            context = ssl_context()
+            if login.security == "tls":
+                client = _PinnedSMTPSSL(login.host, login.port, addresses, timeout, context)
+            else:
+                client = _PinnedSMTP(login.host, login.port, addresses, timeout)
+                client.ehlo()
+                if not client.has_extn("starttls"):
+                    raise TlsFailed(f"{where} does not offer STARTTLS.", "Use port 465 with TLS, or 587 with STARTTLS.")
+                client.starttls(context=context)
+            client.ehlo()  # again after STARTTLS: the AUTH mechanisms are only offered on the secured connection
+            if login.mechanism == "xoauth2":
+                if not client.has_extn("auth"):
+                    raise smtplib.SMTPNotSupportedError("no AUTH")
+                client.auth("XOAUTH2", _XOAuth2(login.username, login.password), initial_response_ok=True)
+            else:
+                client.login(login.username, login.password)
+        except SyncError:
+            raise
+        except Exception as exc:
+            raise _sync_error_for(exc, login, where) from None
+        yield client
     finally:
         if client is not None:
             try:

@@ -6,10 +6,10 @@ import smtplib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from sync.errors import SyncError, TlsFailed
+from sync.errors import SyncError
 from sync.imap_session import STRICT_POLICY, ImapLogin, SslContextFactory, default_ssl_context, imap_session
 from sync.outbound import OutboundPolicy
-from sync.smtp_check import SmtpLogin, _PinnedSMTP, _PinnedSMTPSSL, _sync_error_for, _XOAuth2
+from sync.smtp_check import SmtpLogin, smtp_session
 
 
 @dataclass(frozen=True)
@@ -52,36 +52,14 @@ def send_envelopes(
     Outcome: refused recipients and a connection that drops are reported, not retried, because a retry
     may deliver twice to those the server already accepted.
     """
-    where = f"{login.host}:{login.port}"
     largest = max((len(e.data) for e in envelopes), default=0)
     if largest > max_bytes:
         raise TooLarge(_too_large(largest, max_bytes), "Make the email shorter.")
-    client: smtplib.SMTP | None = None
     outcomes: list[Outcome] = []
-    try:
-        try:
-            addresses = outbound.resolve(login.host, login.port)
-            context = ssl_context()
-            if login.security == "tls":
-                client = _PinnedSMTPSSL(login.host, login.port, addresses, timeout, context)
-            else:
-                client = _PinnedSMTP(login.host, login.port, addresses, timeout)
-                client.ehlo()
-                if not client.has_extn("starttls"):
-                    raise TlsFailed(f"{where} does not offer STARTTLS.", "Use port 465 with TLS, or 587 with STARTTLS.")
-                client.starttls(context=context)
-            client.ehlo()
-            if login.mechanism == "xoauth2":
-                client.auth("XOAUTH2", _XOAuth2(login.username, login.password), initial_response_ok=True)
-            else:
-                client.login(login.username, login.password)
-            server_max = client.esmtp_features.get("size", "")
-            if server_max.isdigit() and int(server_max) and largest > int(server_max):
-                raise TooLarge(_too_large(largest, int(server_max)), "Make the email shorter.")
-        except SyncError:
-            raise
-        except Exception as exc:
-            raise _sync_error_for(exc, login, where) from None
+    with smtp_session(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound) as client:
+        server_max = client.esmtp_features.get("size", "")
+        if server_max.isdigit() and int(server_max) and largest > int(server_max):
+            raise TooLarge(_too_large(largest, int(server_max)), "Make the email shorter.")
         for index, envelope in enumerate(envelopes):
             try:
                 refused = client.sendmail(envelope.sender, list(envelope.recipients), envelope.data)
@@ -105,12 +83,6 @@ def send_envelopes(
             outcomes += [
                 Outcome(r, r not in refused, _refusal(refused[r]) if r in refused else "") for r in envelope.recipients
             ]
-    finally:
-        if client is not None:
-            try:
-                client.quit()
-            except Exception:
-                client.close()
     return outcomes
 
 
