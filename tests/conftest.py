@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -188,3 +189,20 @@ def page(browser):
     page.set_default_timeout(15_000)
     yield page
     context.close()
+
+
+@pytest.fixture(scope="module")
+def all_stacks(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Per test module: a sign-in provider, its Dovecot and its SMTP server, for each flavour."""
+    from tests.support.signin import stacks
+
+    with stacks(tmp_path_factory.mktemp(request.module.__name__.rpartition(".")[2])) as started:
+        yield started
+
+
+@pytest.fixture(params=["google", "microsoft"])
+def stack(request: pytest.FixtureRequest, all_stacks: dict[str, Any]) -> Any:
+    """One flavour's stack, its provider reset for this test."""
+    chosen = all_stacks[request.param]
+    chosen.idp.reset()
+    return chosen

@@ -25,3 +25,8 @@ def smtp(dovecot) -> Iterator[SmtpServer]:
     server.stop()
 
 
+@pytest.fixture
+def app(tmp_path, stack) -> Iterator[SlackHarness]:
+    """The app with this flavour's GOOGLE_* or MICROSOFT_* settings pointing at the local provider."""
+    with running_app(tmp_path, stack.dovecot, **stack.settings()) as harness:
+        yield harness

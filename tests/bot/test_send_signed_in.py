@@ -4,10 +4,7 @@ and no APPEND to Sent (those providers keep the sent copy themselves)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from sqlalchemy import update
 from sqlmodel import select
 
@@ -16,27 +13,8 @@ from models.clock import utcnow
 from models.db import session_scope
 from models.tables import EmailAccount, SentEmail
 from tests.bot.test_signin import signed_in_account
-from tests.support.signin import SignInStack, stacks
-from tests.support.slack_app import SlackHarness, running_app
-
-
-@pytest.fixture(scope="module")
-def all_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SignInStack]]:
-    with stacks(tmp_path_factory.mktemp("send-signin")) as started:
-        yield started
-
-
-@pytest.fixture(params=["google", "microsoft"])
-def stack(request: pytest.FixtureRequest, all_stacks: dict[str, SignInStack]) -> SignInStack:
-    chosen = all_stacks[request.param]
-    chosen.idp.reset()
-    return chosen
-
-
-@pytest.fixture
-def app(tmp_path: Path, stack: SignInStack) -> Iterator[SlackHarness]:
-    with running_app(tmp_path, stack.dovecot, **stack.settings()) as harness:
-        yield harness
+from tests.support.signin import SignInStack
+from tests.support.slack_app import SlackHarness
 
 
 def send(app: SlackHarness, account_id: int) -> str:

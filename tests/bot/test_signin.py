@@ -10,7 +10,6 @@ import logging
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,7 +31,7 @@ from sync.oauth_tokens import TokenKeeper, lease_of
 from sync.scheduler import Clock, LocalDispatcher
 from tests.support.cli import cli_env, run_cli
 from tests.support.mail import make_message
-from tests.support.signin import SignInStack, stacks
+from tests.support.signin import SignInStack
 from tests.support.signin_browser import SignInBrowser
 from tests.support.slack_app import SlackHarness, running_app
 
@@ -40,25 +39,6 @@ DAY = dt.timedelta(days=1)
 
 
 # ------------------------------------------------------------------------------------------------ fixtures
-@pytest.fixture(scope="module")
-def all_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SignInStack]]:
-    """A provider, its Dovecot and its SMTP server, per flavour, for the whole module."""
-    with stacks(tmp_path_factory.mktemp("signin")) as started:
-        yield started
-
-
-@pytest.fixture(params=["google", "microsoft"])
-def stack(request: pytest.FixtureRequest, all_stacks: dict[str, SignInStack]) -> SignInStack:
-    chosen = all_stacks[request.param]
-    chosen.idp.reset()
-    return chosen
-
-
-@pytest.fixture
-def app(tmp_path: Path, stack: SignInStack) -> Iterator[SlackHarness]:
-    """The app with this provider's GOOGLE_* or MICROSOFT_* settings pointing at the local one."""
-    with running_app(tmp_path, stack.dovecot, **stack.settings()) as harness:
-        yield harness
 
 
 # ------------------------------------------------------------------------------------------------- helpers

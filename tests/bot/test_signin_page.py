@@ -11,15 +11,9 @@ import flows.providers
 from flows import setup as setup_flow
 from models.db import session_scope
 from models.tables import EmailAccount
-from tests.support.signin import SignInStack, stacks
+from tests.support.signin import SignInStack
 from tests.support.signin_browser import SignInBrowser, query_of
 from tests.support.slack_app import SlackHarness, running_app
-
-
-@pytest.fixture(scope="module")
-def all_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SignInStack]]:
-    with stacks(tmp_path_factory.mktemp("signin-page")) as started:
-        yield started
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -18,24 +17,17 @@ from models.tables import EmailAccount
 from sync.oauth import OAuthProviders
 from tests.conftest import TEST_KEY
 from tests.support.network import LOOPBACK_POLICY
-from tests.support.signin import SignInStack, providers_of, stacks
+from tests.support.signin import SignInStack, providers_of
 
 REDIRECT = "http://127.0.0.1:9/oauth/callback"
 ANN = "ann@example.com"
 
 
-@pytest.fixture(scope="module")
-def all_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SignInStack]]:
-    with stacks(tmp_path_factory.mktemp("signin-flow")) as started:
-        yield started
-
-
-@pytest.fixture(params=["google", "microsoft"])
-def stack(request: pytest.FixtureRequest, all_stacks: dict[str, SignInStack]) -> SignInStack:
-    chosen = all_stacks[request.param]
-    chosen.idp.reset()
-    chosen.dovecot.add_mailbox(ANN)
-    return chosen
+@pytest.fixture
+def stack(stack: SignInStack) -> SignInStack:
+    """This flavour's stack with Ann's mailbox in its Dovecot."""
+    stack.dovecot.add_mailbox(ANN)
+    return stack
 
 
 def _params(location: str) -> dict[str, str]:

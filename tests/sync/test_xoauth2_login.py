@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 
 from flows.accounts import check_connection
@@ -11,23 +9,16 @@ from sync.errors import AuthFailed
 from sync.imap_session import ImapLogin, imap_session
 from sync.smtp_check import SmtpLogin, check_smtp
 from tests.support.network import LOOPBACK_POLICY
-from tests.support.signin import SignInStack, stacks
+from tests.support.signin import SignInStack
 
 ANN = "ann@example.com"
 
 
-@pytest.fixture(scope="module")
-def all_stacks(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, SignInStack]]:
-    with stacks(tmp_path_factory.mktemp("xoauth2")) as started:
-        yield started
-
-
-@pytest.fixture(params=["google", "microsoft"])
-def stack(request: pytest.FixtureRequest, all_stacks: dict[str, SignInStack]) -> SignInStack:
-    chosen = all_stacks[request.param]
-    chosen.idp.reset()
-    chosen.dovecot.add_mailbox(ANN)
-    return chosen
+@pytest.fixture
+def stack(stack: SignInStack) -> SignInStack:
+    """This flavour's stack with Ann's mailbox in its Dovecot."""
+    stack.dovecot.add_mailbox(ANN)
+    return stack
 
 
 def _imap(stack: SignInStack, token: str, **extra) -> ImapLogin:
