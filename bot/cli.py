@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import logging
-import signal
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, NoReturn, cast
@@ -16,6 +13,7 @@ import typer
 
 from bot.services import Services, build_services
 from bot.settings import ConfigError, load_settings
+from bot.worker import run_worker, stop_on_signals
 from flows import accounts as account_flows
 from flows import contacts as contact_flows
 from flows.export import export_messages
@@ -28,7 +26,6 @@ from sync.engine import Outcome, sync_account
 from sync.errors import SyncError
 from sync.imap_session import ImapLogin, Security
 from sync.oauth_tokens import GrantRevoker
-from sync.scheduler import Clock, LocalDispatcher, Retention
 from sync.smtp_check import SmtpLogin
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="emailsync: CRM-style email sync for Slack.")
@@ -282,46 +279,11 @@ def sync_command(
         _fail(f"sync failed for account(s) {', '.join(map(str, failed))}", EXIT_FAILURE)
 
 
-def _run_worker(services: Services, stop: threading.Event) -> None:
-    settings = services.settings
-    from bot.slack_app import slack_notifier
-
-    services.notifier = slack_notifier(services) or services.notifier
-    deps = services.engine_deps("worker")
-    dispatcher = LocalDispatcher(deps, workers=settings.workers, slice_seconds=settings.slice_seconds)
-    keep = Retention(
-        slack_events=dt.timedelta(hours=settings.slack_event_retention_hours),
-        runs=dt.timedelta(days=settings.run_retention_days),
-        tracking_events=dt.timedelta(days=settings.tracking_event_retention_days),
-    )
-    clock = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds, retention=keep)
-    clock.start()
-    from bot.digest import start_people_digest
-
-    digest = start_people_digest(services)  # the weekly "people who are not contacts yet" DMs
-    logging.getLogger("emailsync").info("worker %s started", deps.owner)
-    try:
-        stop.wait()
-    finally:
-        if digest is not None:
-            digest.stop()
-        clock.stop()
-        # A slice stuck on a server that drips or stays silent would hold the stop for its whole deadline.
-        dispatcher.shutdown(interrupt=True)
-
-
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-    return stop
-
-
 @app.command("worker")
 def worker_command() -> None:
     """Run the scheduler tick and the sync pool until SIGINT or SIGTERM."""
     services = _services(log_level=logging.INFO)
-    _run_worker(services, _stop_on_signals())
+    run_worker(services, stop_on_signals())
 
 
 @app.command("serve")
