@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
@@ -37,6 +38,9 @@ class Settings(BaseSettings):
     public_base_url: str | None = Field(None, alias="PUBLIC_BASE_URL")
     port: int = Field(3000, alias="PORT", ge=1, le=65535)
     host: str = Field("0.0.0.0", alias="HOST")
+    # Which peers may set X-Forwarded-For/-Proto (a reverse proxy): uvicorn's default, but from .env too,
+    # and a typo is an error here where uvicorn would silently trust nobody.
+    forwarded_allow_ips: str = Field("127.0.0.1,::1", alias="FORWARDED_ALLOW_IPS")
     backend: Literal["local", "procrastinate"] = Field("local", alias="EMAILSYNC_BACKEND")
     data_dir: Path = Field(Path("./.emailsync"), alias="EMAILSYNC_DATA_DIR")
     env: Literal["development", "production"] = Field("development", alias="EMAILSYNC_ENV")
@@ -110,6 +114,25 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ValueError(f"{exc}; use a comma-separated list like 10.0.0.0/8 or 1024-65535") from None
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _valid_proxies(cls, value: str) -> str:
+        items = [item.strip() for item in value.split(",") if item.strip()]
+        if items == ["*"]:
+            return "*"
+        for item in items:
+            try:
+                if "/" in item:
+                    ipaddress.ip_network(item)  # strict, as uvicorn parses it: 10.0.0.0/8, not 10.0.0.1/8
+                else:
+                    ipaddress.ip_address(item)
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address or network; use a comma-separated list like "
+                    "127.0.0.1,10.0.0.0/8 (or * to trust every peer, only when nothing else can reach the port)"
+                ) from None
+        return ",".join(items)
 
     @field_validator("google_imap_server", "google_smtp_server", "microsoft_imap_server", "microsoft_smtp_server")
     @classmethod

@@ -159,6 +159,9 @@ def server_config(
         timeout_keep_alive=5,
         h11_max_incomplete_event_size=16 * 1024,  # request line and headers; Slack's are well under 4 KB
         limit_concurrency=LIMIT_CONCURRENCY,
+        # X-Forwarded-For/-Proto count only from these peers (the reverse proxy that terminates TLS).
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
     )
     redact_access_log()  # after Config(), which (re)configures uvicorn's loggers
     return config
