@@ -1,4 +1,4 @@
-"""The layers of docs/architecture.md hold: imports point down (bot → flows → sync → models), only bot/ talks to Slack."""
+"""The layers of docs/architecture.md: imports point down (bot → flows → sync → models), only bot/ talks to Slack."""
 
 from __future__ import annotations
 
