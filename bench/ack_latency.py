@@ -280,6 +280,65 @@ def summary(values: Sequence[float]) -> dict[str, float] | None:
     }
 
 
+# ------------------------------------------------------------------------------------------------
+# Signed requests (also used by bench/many_accounts.py)
+
+
+def send_request(driver: Any, kind: str, phase: str, *, home_view_id: str | None) -> Sample:
+    """Send one signed request of ``kind`` (``slash`` or ``block``) through a ``SlackDriver`` and time its HTTP
+    answer (the ack); the app's real answer is matched later by `match_answers`."""
+    sent_at = time.time()
+    if kind == "slash":
+        response = driver.slash_command("help", user_id="U0001")
+        key = driver.last_payload["response_url"]
+    else:
+        from bot import ids
+
+        response = driver.block_action(ids.A_HOME_GENERAL, view=home_view_id)
+        key = driver.last_payload["trigger_id"]
+    sample = Sample(kind, phase, sent_at, response.elapsed.total_seconds(), response.status_code, key=key)
+    if response.status_code != 200:
+        sample.error = f"HTTP {response.status_code}"
+    return sample
+
+
+def match_answers(fake: Any, samples: list[Sample], timeout: float = 10) -> None:
+    """The app's answer to each request at the fake Slack: the post to its response URL, or the ``views.open``
+    with its trigger id; waits up to ``timeout`` s for the last ones."""
+    deadline = time.monotonic() + timeout
+    while True:
+        by_url = {c.url: c for c in fake.calls_to("response_url")}
+        by_trigger = {c.args.get("trigger_id"): c for c in fake.calls_to("views.open")}
+        missing = 0
+        for s in samples:
+            if s.answer_s is not None or s.status != 200:
+                continue
+            call = (by_url if s.kind == "slash" else by_trigger).get(s.key)
+            if call is None:
+                missing += 1
+                continue
+            s.answer_s = call.at - s.sent_at
+            if not call.ok:
+                s.error = f"{call.method}: {call.error}"
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            for s in samples:
+                if s.answer_s is None and s.error is None:
+                    s.error = f"no answer at Slack within {timeout:.0f} s"
+            return
+        time.sleep(0.1)
+
+
+def open_home(driver: Any, fake: Any, user_id: str = "U0001") -> str:
+    """Open App Home as ``user_id`` (the app publishes it); returns the Home view id the block actions click in."""
+    driver.app_home_opened(user_id)
+    publish = fake.wait_for("views.publish", predicate=lambda c: c.args.get("user_id") == user_id)
+    if not publish[-1].ok:
+        raise RuntimeError(f"views.publish failed: {publish[-1].summary()}")
+    return str(fake.home_tabs[user_id]["id"])
+
+
 class AckBench:
     """Owns Dovecot, the fake Slack, the ``serve`` process tree and the work directory."""
 
@@ -373,11 +432,7 @@ class AckBench:
         from tests.support.slack_driver import SlackDriver
 
         self.driver = SlackDriver(f"http://127.0.0.1:{self.port}/slack/events", SIGNING_SECRET, self.fake)
-        self.driver.app_home_opened("U0001")
-        publish = self.fake.wait_for("views.publish", predicate=lambda c: c.args.get("user_id") == "U0001")
-        if not publish[-1].ok:
-            raise RuntimeError(f"views.publish failed: {publish[-1].summary()}")
-        self.home_view_id = self.fake.home_tabs["U0001"]["id"]
+        self.home_view_id = open_home(self.driver, self.fake)
 
     def warm_dovecot(self) -> None:
         """Index every folder once (untimed), so the first sync does not pay Dovecot's first look."""
@@ -525,47 +580,11 @@ class AckBench:
 
     def one_request(self, kind: str, phase: str, driver: Any = None) -> Sample:
         """Send one signed request and time its HTTP answer (the ack); the app's answer is matched later."""
-        driver = driver or self.driver
-        sent_at = time.time()
-        if kind == "slash":
-            response = driver.slash_command("help", user_id="U0001")
-            key = driver.last_payload["response_url"]
-        else:
-            from bot import ids
-
-            response = driver.block_action(ids.A_HOME_GENERAL, view=self.home_view_id)
-            key = driver.last_payload["trigger_id"]
-        sample = Sample(kind, phase, sent_at, response.elapsed.total_seconds(), response.status_code, key=key)
-        if response.status_code != 200:
-            sample.error = f"HTTP {response.status_code}"
-        return sample
+        return send_request(driver or self.driver, kind, phase, home_view_id=self.home_view_id)
 
     def match_answers(self, samples: list[Sample], timeout: float = 10) -> None:
-        """The app's answer to each request at the fake Slack: the post to its response URL, or the
-        ``views.open`` with its trigger id; waits up to ``timeout`` s for the last ones."""
-        deadline = time.monotonic() + timeout
-        while True:
-            by_url = {c.url: c for c in self.fake.calls_to("response_url")}
-            by_trigger = {c.args.get("trigger_id"): c for c in self.fake.calls_to("views.open")}
-            missing = 0
-            for s in samples:
-                if s.answer_s is not None or s.status != 200:
-                    continue
-                call = (by_url if s.kind == "slash" else by_trigger).get(s.key)
-                if call is None:
-                    missing += 1
-                    continue
-                s.answer_s = call.at - s.sent_at
-                if not call.ok:
-                    s.error = f"{call.method}: {call.error}"
-            if not missing:
-                return
-            if time.monotonic() > deadline:
-                for s in samples:
-                    if s.answer_s is None and s.error is None:
-                        s.error = f"no answer at Slack within {timeout:.0f} s"
-                return
-            time.sleep(0.1)
+        """The app's answer to each request at the fake Slack (see `match_answers`)."""
+        match_answers(self.fake, samples, timeout)
 
     @contextlib.contextmanager
     def phase_cpu(self, phase: str) -> Iterator[None]:

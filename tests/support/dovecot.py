@@ -467,6 +467,7 @@ def _render_config(
     passdb_conf: Path,
     hide_condstore: bool,
     oauth2_conf: Path | None = None,
+    imap_process_limit: int = 500,
 ) -> str:
     dh = Path("/usr/share/dovecot/dh.pem")
     no_chroot = [] if root else ["  chroot ="]
@@ -563,7 +564,7 @@ def _render_config(
         *no_chroot,
         "}",
         "service imap {",
-        "  process_limit = 500",
+        f"  process_limit = {imap_process_limit}",
         "}",
         # Without the anvil-auth-penalty socket the auth penalty (2..15 s delay of the
         # next login from the same IP after a failed one) is disabled.
@@ -713,13 +714,21 @@ def _write_oauth2_conf(auth_dir: Path, settings: OAuth2Passdb, auth_gid: int) ->
 __all__ += ["OAuth2Passdb"]
 
 
-def start_dovecot(base_dir: Path, *, hide_condstore: bool = False, oauth2: OAuth2Passdb | None = None) -> DovecotServer:
+def start_dovecot(
+    base_dir: Path,
+    *,
+    hide_condstore: bool = False,
+    oauth2: OAuth2Passdb | None = None,
+    imap_process_limit: int = 500,
+) -> DovecotServer:
     """Start a private Dovecot (IMAP only) on two free 127.0.0.1 ports and wait until it greets.
 
     ``hide_condstore=True`` removes CONDSTORE and QRESYNC from the advertised capabilities.
     ``oauth2=OAuth2Passdb(...)`` also lets users log in with XOAUTH2 / OAUTHBEARER bearer tokens, checked
     against an authorization server's introspection endpoint (see :class:`OAuth2Passdb`); password
     logins keep working as before.
+    ``imap_process_limit`` caps the imap processes, one per logged-in connection (benchmarks that keep
+    hundreds of IDLE connections raise it).
     As root, parents of ``base_dir`` get o+x so Dovecot's unprivileged processes can reach it.
     """
     base_dir = Path(base_dir).resolve()
@@ -786,6 +795,7 @@ def start_dovecot(base_dir: Path, *, hide_condstore: bool = False, oauth2: OAuth
                 passdb_conf=passdb_conf,
                 hide_condstore=hide_condstore,
                 oauth2_conf=oauth2_conf,
+                imap_process_limit=imap_process_limit,
             )
         )
         server = DovecotServer(
