@@ -69,6 +69,7 @@ ACK_WIDTH = 20
 IDLE_CAPACITY = 500  # watches per worker process (sync/idle.py's default)
 TARGETS = {"poll_s": 30.0, "rows": 0.0, "slack": 0.0, "idle_p99_ms": 2000.0, "ack_p99_ms": 300.0}
 STATE_POLL = 0.1
+IDLE_CHECK_SECONDS = 1  # Dovecot's mailbox_idle_check_interval here (see seed_dovecot)
 
 
 def say(text: str) -> None:
@@ -160,7 +161,14 @@ def seed_dovecot(work: Path, accounts: int) -> Any:
     from tests.support.mail import make_message
 
     # An IDLE watch holds one imap process; two workers watch up to 2 x 500, polls come on top.
-    server = start_dovecot(work / "dovecot", imap_process_limit=max(500, 2 * accounts + 300))
+    # Every imap process in IDLE takes an inotify instance, and the kernel allows 128 per user (all Dovecots of
+    # the machine share the "mail" user): past that, Dovecot looks at the mailbox every mailbox_idle_check_interval
+    # instead (30 s by default). One second keeps Dovecot's part of the delivery time small and known.
+    server = start_dovecot(
+        work / "dovecot",
+        imap_process_limit=max(500, 2 * accounts + 300),
+        idle_check_seconds=IDLE_CHECK_SECONDS,
+    )
     started = time.perf_counter()
     when = dt.datetime.now() - dt.timedelta(days=3)
     for i in range(accounts):
@@ -449,6 +457,14 @@ class AppProcesses:
             )
 
     def start(self) -> None:
+        if self.cfg.backend == "procrastinate":
+            # Workers first: serve's /healthz is 200 only once an elected clock has ticked.
+            for n in range(self.cfg.workers):
+                argv = ["worker", "--clock"]  # every worker may be the clock; the advisory lock elects one
+                if self.args.concurrency:
+                    argv += ["--concurrency", str(self.args.concurrency)]
+                self.workers.append(self._start(f"worker{n + 1}", *argv))
+            self.worker_pids = [w.pid for w in self.workers]
         self.serve = self._start("serve", "serve")
         self._wait_healthy()
         if self.cfg.backend == "local":
@@ -458,21 +474,13 @@ class AppProcesses:
             if len(children) != 1:
                 raise RuntimeError(f"serve should have one worker child, found {children}")
             self.worker_pids = children
-        else:
-            for n in range(self.cfg.workers):
-                argv = ["worker", "--clock"]  # every worker may be the clock; the advisory lock elects one
-                if self.args.concurrency:
-                    argv += ["--concurrency", str(self.args.concurrency)]
-                self.workers.append(self._start(f"worker{n + 1}", *argv))
-            self.worker_pids = [w.pid for w in self.workers]
         say(f"  serve (pid {self.serve.pid}, port {self.port}) and worker pids {self.worker_pids} started")
 
     def _wait_healthy(self, timeout: float = 90) -> None:
         assert self.serve is not None
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.serve.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.serve.returncode}:\n{self.log_tail()}")
+            self.check_alive()
             with (
                 contextlib.suppress(OSError, ValueError),
                 urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=2) as resp,
@@ -600,13 +608,14 @@ class ConfigResult:
     first_sync_s: float | None = None
     watches: int | None = None
     idle_note: str = ""
+    dovecot_notify: str = "inotify"  # how Dovecot noticed new mail for the IDLE sessions
     poll: PollResult | None = None
     deliveries: list[Delivery] = field(default_factory=list)
     acks: list[Sample] = field(default_factory=list)
     ack_note: str = ""
     ack_syncs_running: list[int] = field(default_factory=list)
     ack_syncs_done_at_end: int | None = None
-    ack_syncs_s: float | None = None
+    ack_syncs_s: float | None = None  # from making the 50 due to the last round
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     error: str | None = None
 
@@ -823,6 +832,9 @@ class ConfigRun:
             watcher.join(timeout=5)
         lat = [d.latency_s for d in deliveries if d.latency_s is not None]
         missed = sum(1 for d in deliveries if d.stored_at is None)
+        with contextlib.suppress(OSError):
+            if "Inotify instance limit" in self.server.log_path.read_text(errors="replace"):
+                self.result.dovecot_notify = f"a look every {IDLE_CHECK_SECONDS} s (inotify instances used up)"
         if lat:
             say(
                 f"  IDLE delivery: {len(lat)} stored, p50 {pct(lat, 50) * 1000:.0f} ms,"
@@ -871,9 +883,8 @@ class ConfigRun:
                     samples += list(pool.map(lambda job: send_request(job[1], job[0], "load", home_view_id=home), jobs))
                     time.sleep(0.2)
             self.result.ack_syncs_done_at_end = running[-1][2] if running else None
-            while (not running or running[-1][2] < len(syncing)) and time.perf_counter() - started < self.args.timeout:
-                time.sleep(0.1)
             self.result.ack_syncs_s = time.perf_counter() - started
+            # The rest of the syncs is not waited for: stopping the workers ends them (cursors kept).
             stop.set()
             watcher.join(timeout=5)
             for s in samples:  # how many of the 50 were under lease when each request went out
@@ -886,8 +897,8 @@ class ConfigRun:
             say(
                 f"  acks: {len(samples)} requests in rounds of {ACK_WIDTH}, p50 {pct(acks, 50) * 1000:.0f} ms, p99 "
                 f"{pct(acks, 99) * 1000:.0f} ms, {sum(1 for s in samples if s.error)} errors; "
-                f"{self.result.ack_syncs_done_at_end} of {len(syncing)} syncs done when the last round went out, "
-                f"all done after {self.result.ack_syncs_s:.1f}s"
+                f"{self.result.ack_syncs_done_at_end} of {len(syncing)} syncs done when the last round went out,"
+                f" {self.result.ack_syncs_s:.1f}s after they were made due"
             )
         finally:
             for d in drivers:
@@ -950,6 +961,7 @@ def summarize(r: ConfigResult) -> dict[str, Any]:
         "slack_calls": p and p.slack_calls,
         "watches": r.watches,
         "idle_note": r.idle_note,
+        "dovecot_notify": r.dovecot_notify if r.deliveries else None,
         "deliveries": len(r.deliveries),
         "delivered_stored": len(lat),
         "idle_p50_ms": _ms(lat, 50),
@@ -966,7 +978,7 @@ def summarize(r: ConfigResult) -> dict[str, Any]:
         if r.ack_syncs_running
         else None,
         "ack_syncs_done_at_last_round": r.ack_syncs_done_at_end,
-        "ack_syncs_all_done_s": r.ack_syncs_s,
+        "ack_rounds_s": r.ack_syncs_s,
         "loadavg_at_end": r.loadavg,
     }
 
@@ -1014,6 +1026,7 @@ def report(results: list[ConfigResult], args: Any, started: float) -> dict[str, 
             *(f"{s['delivered_stored']}/{s['deliveries']}" if s["deliveries"] else s["idle_note"] or "-" for s in sums),
             "",
         ],
+        ["  Dovecot noticed new mail by", *(s["dovecot_notify"] or "-" for s in sums), ""],
         row(f"ack p50 ms ({ACK_WIDTH} at once, {ACK_SYNCS} syncs)", "ack_p50_ms", 0),
         row("ack p99 ms", "ack_p99_ms", 0, "< 300 ms"),
         ["  ratio to target", *(_ratio(s["ack_p99_ms"], TARGETS["ack_p99_ms"]) for s in sums), "< 1"],

@@ -468,6 +468,7 @@ def _render_config(
     hide_condstore: bool,
     oauth2_conf: Path | None = None,
     imap_process_limit: int = 500,
+    idle_check_seconds: int | None = None,
 ) -> str:
     dh = Path("/usr/share/dovecot/dh.pem")
     no_chroot = [] if root else ["  chroot ="]
@@ -530,6 +531,7 @@ def _render_config(
         # The list index would cache STATUS and the folder list and miss seed_maildir().
         "mailbox_list_index = no",
         "mail_fsync = never",
+        *([f"mailbox_idle_check_interval = {idle_check_seconds} secs"] if idle_check_seconds else []),
         "namespace inbox {",
         "  inbox = yes",
         "  separator = /",
@@ -720,6 +722,7 @@ def start_dovecot(
     hide_condstore: bool = False,
     oauth2: OAuth2Passdb | None = None,
     imap_process_limit: int = 500,
+    idle_check_seconds: int | None = None,
 ) -> DovecotServer:
     """Start a private Dovecot (IMAP only) on two free 127.0.0.1 ports and wait until it greets.
 
@@ -728,7 +731,9 @@ def start_dovecot(
     against an authorization server's introspection endpoint (see :class:`OAuth2Passdb`); password
     logins keep working as before.
     ``imap_process_limit`` caps the imap processes, one per logged-in connection (benchmarks that keep
-    hundreds of IDLE connections raise it).
+    hundreds of IDLE connections raise it). ``idle_check_seconds`` is how often an IDLE session looks at its
+    mailbox when Dovecot cannot use inotify (default 30 s): inotify instances are limited per user
+    (``fs.inotify.max_user_instances``, often 128) and every imap process in IDLE takes one.
     As root, parents of ``base_dir`` get o+x so Dovecot's unprivileged processes can reach it.
     """
     base_dir = Path(base_dir).resolve()
@@ -796,6 +801,7 @@ def start_dovecot(
                 hide_condstore=hide_condstore,
                 oauth2_conf=oauth2_conf,
                 imap_process_limit=imap_process_limit,
+                idle_check_seconds=idle_check_seconds,
             )
         )
         server = DovecotServer(
