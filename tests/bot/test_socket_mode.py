@@ -158,6 +158,7 @@ def test_a_new_user_sets_up_email_sync_over_socket_mode(socket_serve, mailbox, s
     assert socket_mode.connections_opened == 1
     # Socket Mode needs no signature, and nothing was ever POSTed to /slack/events.
     assert "POST /slack/events" not in serve.output()
+    assert APP_TOKEN not in serve.output() and "ticket=" not in serve.output()  # secrets stay out of the log
 
 
 @pytest.mark.parametrize(
