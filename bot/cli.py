@@ -290,9 +290,13 @@ def worker_command() -> None:
 def serve_command() -> None:
     """Run the web app (/healthz, Slack later) and, as a child process, the worker."""
     services = _services(log_level=logging.INFO)
+    from bot.socket_mode import SocketModeError
     from bot.web import serve
 
-    serve(services)
+    try:
+        serve(services)
+    except SocketModeError as exc:
+        _fail(str(exc), EXIT_FAILURE)
 
 
 # ---- team ------------------------------------------------------------------------------------------

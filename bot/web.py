@@ -200,11 +200,10 @@ def serve(services: Services) -> None:
     bolt = build_bolt_app(slack) if slack is not None else None
     socket_handler = None
     if slack is not None and bolt is not None and services.settings.slack_app_token:
-        from slack_bolt.adapter.socket_mode import SocketModeHandler
+        from bot.socket_mode import start_socket_mode
 
-        socket_handler = SocketModeHandler(bolt, services.settings.slack_app_token)
-        socket_handler.connect()  # events arrive over the socket; the connect page still needs HTTP
-        log.info("Socket Mode connected")
+        # Slack's requests arrive over the socket; the connect page still needs HTTP. Raises SocketModeError.
+        socket_handler = start_socket_mode(bolt, services.settings.slack_app_token)
 
     @asynccontextmanager
     async def worker_process(_app: Starlette) -> AsyncIterator[None]:

@@ -24,6 +24,10 @@ Error names are Slack's own: a reused trigger is ``exchanged_trigger_id``, an ex
 Posts to response URLs (``fake.response_url()``) are recorded in ``response_url_posts`` and also as a
 ``Call`` with method ``"response_url"``, so ``wait_for("response_url")`` works.
 
+Socket Mode: ``apps.connections.open`` takes an app-level token (``xapp-``) of ``fake.app_tokens`` and
+answers a URL of ``fake.socket_mode_url()``; ``tests.support.socket_mode.FakeSocketMode`` sets both. Any
+other method refuses an app-level token with ``not_allowed_token_type``, as Slack does.
+
 Files: ``fake.add_file(...)`` stores a file a person shared (in a DM with the bot, or a channel);
 ``files.info`` answers for it as Slack does (``file_not_found`` for a file shared nowhere the bot is), and
 its ``url_private_download`` serves the bytes only with a valid token of the file's workspace in an
@@ -468,6 +472,10 @@ class FakeSlack:
         self.internal_errors: list[str] = []  # tracebacks of bugs in the fake (answered as HTTP 500)
         self.files: dict[str, dict[str, Any]] = {}  # file id -> files.info's "file" object
         self._file_bytes: dict[str, bytes] = {}
+        # Socket Mode: apps.connections.open answers valid app-level tokens with a URL of this callable
+        # (set by tests.support.socket_mode.FakeSocketMode.attach).
+        self.app_tokens: set[str] = set()
+        self.socket_mode_url: Callable[[], str] | None = None
 
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
@@ -487,6 +495,7 @@ class FakeSlack:
             "auth.test": (self._auth_test, True),
             "auth.revoke": (self._auth_revoke, True),
             "apps.uninstall": (self._apps_uninstall, True),
+            "apps.connections.open": (self._apps_connections_open, False),
             "oauth.v2.access": (self._oauth_v2_access, False),
             "chat.postMessage": (self._chat_post_message, True),
             "chat.update": (self._chat_update, True),
@@ -840,7 +849,10 @@ class FakeSlack:
                     body: dict[str, Any] = {"ok": False, "error": "unknown_method", "req_method": method}
                 else:
                     handler, needs_token = self._methods[method]
-                    identity = {**self._identity(token, required=needs_token), "token": token}
+                    if handler == self._apps_connections_open:  # an app-level token, checked by the method
+                        identity: dict[str, Any] = {"token": token}
+                    else:
+                        identity = {**self._identity(token, required=needs_token), "token": token}
                     body = {"ok": True, **handler(args, identity)}
             except FakeSlackError as exc:
                 status = exc.status
@@ -874,6 +886,8 @@ class FakeSlack:
             raise FakeSlackError("token_revoked")
         if token in self.tokens:
             return self.tokens[token]
+        if token.startswith("xapp-"):  # app-level tokens open Socket Mode connections and nothing else
+            raise FakeSlackError("not_allowed_token_type")
         if self.strict_tokens or not token.startswith(("xoxb-", "xoxp-", "xoxe")):
             raise FakeSlackError("invalid_auth")
         identity: dict[str, Any] = {
@@ -1127,6 +1141,16 @@ class FakeSlack:
         if identity.get("enterprise_id"):
             body["enterprise_id"] = identity["enterprise_id"]
         return body
+
+    def _apps_connections_open(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
+        token = identity.get("token")
+        if token is None:
+            raise FakeSlackError("not_authed")
+        if not token.startswith("xapp-"):
+            raise FakeSlackError("not_allowed_token_type")
+        if token in self.revoked_tokens or token not in self.app_tokens or self.socket_mode_url is None:
+            raise FakeSlackError("invalid_auth")
+        return {"url": self.socket_mode_url()}
 
     def _auth_revoke(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
         token = identity.get("token")
