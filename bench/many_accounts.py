@@ -618,6 +618,7 @@ class ConfigResult:
     ack_syncs_s: float | None = None  # from making the 50 due to the last round
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     error: str | None = None
+    profile: dict[str, Any] | None = None
 
 
 class ConfigRun:
@@ -702,6 +703,8 @@ class ConfigRun:
                 raise RuntimeError(f"{failed} first syncs failed:\n{self.app.log_tail()}")
             self.settle_watches()
             self.result.poll = self.idle_poll()
+            if self.args.profile:
+                self.result.profile = self.profile_polls(Path(f"{self.args.profile}.{self.cfg.tag}"))
             self.result.deliveries = self.idle_deliveries()
             self.ack_under_load()
         except Exception as exc:  # one configuration failing still reports the others
@@ -782,6 +785,60 @@ class ConfigRun:
             f"{result.cpu_workers_s:.1f}s web {result.cpu_web_s:.1f}s Dovecot {result.cpu_dovecot_s:.1f}s"
             + (f" PostgreSQL {pg:.1f}s" if pg is not None else "")
             + f"; rows {result.rows_grown or 'none'}; Slack calls {calls or 'none'}"
+        )
+        return result
+
+    def profile_polls(self, path: Path) -> dict[str, Any]:
+        """Idle polls in this process, one after another under cProfile, with the worker's own services.
+
+        ``sync_account`` on up to 100 idle accounts (not the ones the ack phase uses) with the Slack notifier the
+        worker builds; the sync thread's CPU per poll is the client's cost without the pool, the tick or IDLE.
+        The profile goes to ``path``; the top functions are printed.
+        """
+        import cProfile
+        import io
+        import pstats
+
+        from bot.services import build_services
+        from bot.settings import load_settings
+        from bot.slack_app import slack_notifier
+        from sync.engine import sync_account
+
+        accounts = self.ids[: min(101, len(self.ids) - ACK_SYNCS)]
+        saved_env, saved_cwd = dict(os.environ), os.getcwd()
+        os.environ.clear()
+        os.environ.update(self.app.env())  # SSL_CERT_FILE is read whenever a TLS context is made
+        os.chdir(self.app.data_dir)
+        try:
+            services = build_services(load_settings(), migrate=False)
+            services.notifier = slack_notifier(services) or services.notifier
+            deps = services.engine_deps("bench-profile")
+            sync_account(deps, accounts[0])  # the first pays the imports and the first connections
+            prof = cProfile.Profile(time.thread_time)  # CPU, not waits: the machine is shared
+            cpu0, wall0 = time.thread_time(), time.perf_counter()
+            prof.enable()
+            outcomes = [sync_account(deps, a).value for a in accounts[1:]]
+            prof.disable()
+            cpu, wall = time.thread_time() - cpu0, time.perf_counter() - wall0
+        finally:
+            os.environ.clear()
+            os.environ.update(saved_env)
+            os.chdir(saved_cwd)
+        prof.dump_stats(str(path))
+        out = io.StringIO()
+        pstats.Stats(prof, stream=out).sort_stats("tottime").print_stats(25)
+        polls = len(accounts) - 1
+        result = {
+            "polls": polls,
+            "outcomes": {o: outcomes.count(o) for o in set(outcomes)},
+            "thread_cpu_ms_per_poll": cpu / polls * 1000,
+            "wall_ms_per_poll": wall / polls * 1000,
+            "file": str(path),
+            "top": out.getvalue(),
+        }
+        say(
+            f"  profile: {polls} idle polls in this process, {result['thread_cpu_ms_per_poll']:.1f} ms CPU and"
+            f" {result['wall_ms_per_poll']:.1f} ms wall each (cProfile inflates both); {path}"
         )
         return result
 
@@ -980,6 +1037,7 @@ def summarize(r: ConfigResult) -> dict[str, Any]:
         "ack_syncs_done_at_last_round": r.ack_syncs_done_at_end,
         "ack_rounds_s": r.ack_syncs_s,
         "loadavg_at_end": r.loadavg,
+        "profile": r.profile,
     }
 
 
@@ -1050,6 +1108,14 @@ def report(results: list[ConfigResult], args: Any, started: float) -> dict[str, 
             details.append(f"Slack calls: {s['slack_calls']}")
         if details:
             print(f"\n{s['config']}: " + "; ".join(details))
+        if s["profile"]:
+            prof = s["profile"]
+            print(
+                f"\n{s['config']}: {prof['polls']} idle polls in the bench process under cProfile"
+                f" ({prof['outcomes']}): {prof['thread_cpu_ms_per_poll']:.1f} ms CPU, {prof['wall_ms_per_poll']:.1f} ms"
+                f" wall per poll; the top functions by own CPU time:\n"
+            )
+            print("\n".join(line for line in prof["top"].splitlines() if line.strip())[:6000])
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "accounts": n,
@@ -1099,6 +1165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--settle", type=float, default=5.0, help="seconds after a poll before counting Slack calls")
     parser.add_argument("--timeout", type=float, default=900, help="how long one phase may take, seconds (900)")
     parser.add_argument("--json", metavar="FILE", help="also write the JSON result to FILE")
+    parser.add_argument(
+        "--profile", metavar="FILE", help="also 100 idle polls in-process under cProfile (FILE.<config>)"
+    )
     parser.add_argument("--workdir", help="where Dovecot, the databases and the logs go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir and the PostgreSQL databases")
     args = parser.parse_args(argv)
