@@ -185,3 +185,32 @@ def test_the_count_of_runs_is_what_happened(deps, mailbox, connect, run_sync):
     with session_scope(deps.db) as session:
         count = session.execute(select(func.count()).select_from(SyncRun).where(SyncRun.account_id == account)).scalar()
     assert count == 1  # the first sync of a new account is recorded; the polls after it are not
+
+
+def test_a_run_row_rolled_back_with_its_batch_is_written_with_the_error(
+    deps, mailbox, connect, run_sync, notifier, monkeypatch
+):
+    account = connect(start="now")
+    assert run_sync(account) is Outcome.DONE
+    first = run_rows(deps, account)
+    mailbox.append("INBOX", make_message(subject="news"), date=dt.datetime.now(dt.UTC))
+
+    def broken(session, rows):
+        raise RuntimeError("the disk is full")
+
+    # The batch's transaction inserted the run's row and then failed: both roll back together.
+    monkeypatch.setattr("models.mailstore.insert_locations", broken)
+    assert sync_account(deps, account) is Outcome.FAILED
+    monkeypatch.undo()
+    rows = run_rows(deps, account)
+    assert len(rows) == len(first) + 1
+    failing = rows[-1]
+    assert (failing.status, failing.stored) == ("running", 0)
+    row = account_row(deps, account)
+    assert (row.state, row.current_run_id) == ("error", failing.id)
+    assert notifier.kinds()[-1] == "failed" and notifier.events[-1][1].run_id == failing.id
+
+    assert sync_account(deps, account) is Outcome.DONE  # the retry continues that run and stores the news
+    rows = run_rows(deps, account)
+    assert [r.id for r in rows][-1] == failing.id and (rows[-1].status, rows[-1].stored) == ("done", 1)
+    assert notifier.kinds()[-2:] == ["completed", "recovered"]
