@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from sqlalchemy import Engine
 
 from bot.settings import ConfigError, Settings
-from models.db import make_engine, make_private, sqlite_path, upgrade
+from models.db import make_engine, make_private, sqlite_path, upgrade_if_behind
 from models.secrets import PRIVATE_DIR, SecretBox, SecretKeyError, load_or_create_key_file, parse_keys
 from sync.engine import EngineConfig, EngineDeps
 from sync.notifier import LoggingNotifier, Notifier
@@ -60,7 +60,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         make_private(settings.data_dir, PRIVATE_DIR)
     db = make_engine(settings.database_url)  # creates the SQLite file with mode 0600
     if migrate and settings.is_sqlite:
-        upgrade(db)
+        upgrade_if_behind(db)  # a cheap revision check first: Alembic loads only when there is work
     return Services(
         settings=settings,
         db=db,

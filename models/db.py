@@ -14,6 +14,10 @@ from sqlmodel import Session
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The newest migration. Compared with the database's stored revision at start, so a database that is up to
+# date never loads Alembic (about half a second). tests/models/test_schema_head.py keeps it equal to
+# Alembic's real head: add a migration, bump this.
+HEAD_REVISION = "0010"
 READONLY_OPTION = "emailsync_readonly"
 PRIVATE_FILE = 0o600  # the database holds mail bodies: readable by its owner only
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -124,6 +128,22 @@ def upgrade(engine: Engine) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(engine), "head")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision stored in the database's alembic_version table; None for a database never migrated."""
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, "alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade_if_behind(engine: Engine) -> bool:
+    """Upgrade unless the stored revision is already HEAD_REVISION; True when migrations ran."""
+    if schema_revision(engine) == HEAD_REVISION:
+        return False
+    upgrade(engine)
+    return True
 
 
 def ping(engine: Engine) -> bool:
