@@ -62,7 +62,7 @@ class _Options:
 @app.callback()
 def _global_options(
     verbose: bool = typer.Option(
-        False, "--verbose", "-v", help="Log more: each step of a sync, and the libraries' own info lines."
+        False, "--verbose", "-v", help="Log more: each step of a sync (leases, folders) and the libraries' info lines."
     ),
 ) -> None:
     _Options.verbose = verbose
@@ -95,10 +95,13 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _configure_logging(level: int) -> None:
-    """Our loggers at ``level`` (one step more with --verbose); the libraries' info chatter only with --verbose."""
+    """Our loggers at ``level`` (info with --verbose); the libraries' info chatter only with --verbose.
+
+    Never DEBUG: imapclient logs every IMAP command at that level.
+    """
     verbose = _Options.verbose
     logging.basicConfig(
-        level=logging.DEBUG if verbose else level,
+        level=min(level, logging.INFO) if verbose else level,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
