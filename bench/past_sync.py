@@ -40,6 +40,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a file (under cProfile): make the repo importable
+    sys.path.insert(0, str(REPO))
+
+from bench.report import fmt, machine, say, table, write_json  # noqa: E402 (after the path above)
+
 SEED = 42
 PASSWORD = "bench-pw"
 DEFAULT_MESSAGES = 10_000
@@ -917,17 +922,8 @@ def _why(m: Measured) -> str:
     return f"exit {m.returncode}: " + (" | ".join(lines[-3:])[:400] if lines else "no output")
 
 
-def say(text: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(text, file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------------------------------------
 # Report
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def report(bench: Bench, count: int) -> dict[str, Any]:
@@ -939,12 +935,12 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
         rows.append(
             [
                 t.tool,
-                _fmt(t.wall_s) if t.ok else "FAILED",
-                _fmt(t.inner_s, 3 if not past else 2) if t.ok else "-",
-                _fmt(t.rate(count), 0) if past else "-",
-                _fmt(t.rate(total) and t.rate(total) / 1e6, 1) if past else "-",  # type: ignore[operator]
-                _fmt(t.cpu_s) if t.ok else "-",
-                _fmt(t.peak_rss_mb, 0),
+                fmt(t.wall_s) if t.ok else "FAILED",
+                fmt(t.inner_s, 3 if not past else 2) if t.ok else "-",
+                fmt(t.rate(count), 0) if past else "-",
+                fmt(t.rate(total) and t.rate(total) / 1e6, 1) if past else "-",  # type: ignore[operator]
+                fmt(t.cpu_s) if t.ok else "-",
+                fmt(t.peak_rss_mb, 0),
                 t.note,
             ]
         )
@@ -953,7 +949,7 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
         f"\nPast sync of {count:,} messages, {total / 1e6:.1f} MB, loopback Dovecot over TLS"
         f" (one run, {dt.date.today()}, load average {os.getloadavg()[0]:.2f})\n"
     )
-    print(_table(head, rows))
+    print(table(head, rows))
 
     es = by_tool.get("emailsync past sync")
     ratios: dict[str, float | None] = {}
@@ -968,7 +964,7 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
     raw = by_tool.get("raw imapclient fetch")
     if es is not None and es.ok and raw is not None and raw.ok and es.inner_s and raw.inner_s:
         ratios["emailsync/raw in-process"] = es.inner_s / raw.inner_s
-    print("\nRatios of wall time: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in ratios.items()))
+    print("\nRatios of wall time: " + ", ".join(f"{k} = {fmt(v)}" for k, v in ratios.items()))
     print(
         "(wall s: the whole process, start-up included; in-process s: the sync itself, for the Python children;"
         " for the no-change row, in-process s is the first sync_account call; CPU s: user + system of the client"
@@ -979,19 +975,19 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
     size_rows = [
         [
             f"{s.messages:,}",
-            _fmt(s.mailbox_mb, 1),
-            _fmt(s.past_s),
-            _fmt(s.past_peak_rss_mb, 0),
+            fmt(s.mailbox_mb, 1),
+            fmt(s.past_s),
+            fmt(s.past_peak_rss_mb, 0),
             "-" if s.stored is None else f"{s.stored:,}",
-            _fmt(s.no_change_first_s, 3),
-            _fmt(s.no_change_median_s, 3),
-            _fmt(s.no_change_peak_rss_mb, 0),
+            fmt(s.no_change_first_s, 3),
+            fmt(s.no_change_median_s, 3),
+            fmt(s.no_change_peak_rss_mb, 0),
             s.note,
         ]
         for s in sorted(bench.sizes, key=lambda s: s.messages)
     ]
     print(
-        _table(
+        table(
             [
                 "messages",
                 "MB",
@@ -1022,16 +1018,10 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
         ],
         "ratios": ratios,
         "sizes": [asdict(s) for s in bench.sizes],
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_end": os.getloadavg()},
+        "machine": machine(),
     }
     print("\n" + json.dumps(result, indent=2, default=str))
     return result
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1074,14 +1064,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except Exception as exc:
                     say(f"mailbox of {size} failed: {exc.__class__.__name__}: {exc}")
         result = report(bench, count)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_json(result, args.json)
     finally:
         bench.stop()
     return 0
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):  # run as a file (under cProfile): make the repo importable
-        sys.path.insert(0, str(REPO))
     sys.exit(main())
