@@ -53,6 +53,7 @@ SMALL_MESSAGES = 100
 SCALE_MESSAGES = 100_000
 RAW_BATCH = 500
 NO_CHANGE_RUNS = 5
+PROCESS_RUNS = 5  # whole-process figures (emailsync sync, mbsync, --help): the median of this many runs
 MONTHS_SPREAD = 18
 # Folder names use "/" as the hierarchy separator; "Projekte" becomes an (empty) folder of its own.
 FOLDERS: tuple[tuple[str, float], ...] = (
@@ -597,6 +598,7 @@ class Bench:
         self.env = _child_env()
         self.server: Any = None
         self.tools: list[ToolResult] = []
+        self.processes: list[ToolResult] = []  # whole processes, start-up included: the command line's figures
         self.sizes: list[SizeResult] = []
         self.mailbox_info: dict[str, Any] = {}
 
@@ -820,6 +822,82 @@ class Bench:
             cpu_s=m.cpu_s,
         )
 
+    # ---- whole processes: what an operator waits for -----------------------------------------------
+
+    def _median_of(self, name: str, argv: list[str], env: dict[str, str], check: Any) -> ToolResult:
+        """``argv`` PROCESS_RUNS times; the median wall time, and the CPU and peak RSS of that run."""
+        runs = []
+        for _ in range(PROCESS_RUNS):
+            m = run_measured(argv, timeout=self.args.timeout, env=env)
+            problem = _why(m) if m.returncode != 0 else check(m)
+            if problem:
+                return ToolResult(name, False, m.wall_s, note=problem)
+            runs.append(m)
+        runs.sort(key=lambda m: m.wall_s)
+        mid = runs[len(runs) // 2]
+        walls = ", ".join(f"{m.wall_s:.2f}" for m in runs)
+        return ToolResult(
+            name,
+            True,
+            mid.wall_s,
+            None,
+            None,
+            None,
+            mid.peak_rss_mb,
+            note=f"median of {len(runs)}: {walls} s",
+            cpu_s=mid.cpu_s,
+            extra={"wall_s": [m.wall_s for m in runs], "cpu_s": [m.cpu_s for m in runs]},
+        )
+
+    def cli_env(self, account: dict[str, Any]) -> dict[str, str]:
+        """The environment of `emailsync` commands on the bench's account: its database, key and Dovecot's CA."""
+        from tests.support.network import LOOPBACK_SETTINGS
+
+        data = self.work / "cli-data"
+        data.mkdir(exist_ok=True)
+        return {
+            **self.env,
+            **LOOPBACK_SETTINGS,
+            "DATABASE_URL": account["db"],
+            "EMAILSYNC_SECRET_KEY": account["key"],
+            "EMAILSYNC_DATA_DIR": str(data),
+            "SSL_CERT_FILE": account["cafile"],
+        }
+
+    def run_cli_sync_nochange(self, account: dict[str, Any]) -> ToolResult:
+        """`emailsync sync` as a whole process on the fully synced account: start-up, schema check, sync."""
+        before = os.path.getsize(account["db_path"])
+        done = f"account {account['account_id']}: done"
+
+        def check(m: Measured) -> str | None:
+            return None if done in m.stdout else f"no '{done}' line: {m.stdout.strip()[-300:]}"
+
+        result = self._median_of(
+            "emailsync sync (no change)", [sys.executable, "-m", "bot", "sync"], self.cli_env(account), check
+        )
+        result.note += f"; SQLite {before / 1e6:.0f} MB"
+        return result
+
+    def run_cli_help(self, account: dict[str, Any]) -> ToolResult:
+        """`emailsync --help`: the command line's start-up alone."""
+        return self._median_of(
+            "emailsync --help",
+            [sys.executable, "-m", "bot", "--help"],
+            self.cli_env(account),
+            lambda m: None if "Usage: emailsync" in m.stdout else "no usage text",
+        )
+
+    def run_mbsync_nochange(self, user: str, expected: int) -> ToolResult:
+        """mbsync again on the Maildir it has just pulled: its no-change sync."""
+        root = self.work / "mbsync"
+        argv = ["mbsync", "-c", str(root / "mbsyncrc"), "-a", "-q"]
+
+        def check(m: Measured) -> str | None:
+            count, _ = count_maildir(root / "mail")
+            return None if count == expected else f"Maildir holds {count}/{expected}"
+
+        return self._median_of("mbsync (no change)", argv, self.env, check)
+
     # ---- scenarios -------------------------------------------------------------------------------
 
     def main_mailbox(self, count: int) -> None:
@@ -852,6 +930,21 @@ class Bench:
             )
             self.tools.append(result)
         self.record_size(count, total, self.tools[1], self.tools[2])
+        process_steps: list[tuple[str, Any]] = [
+            ("emailsync --help", lambda: self.run_cli_help(account)),
+            ("emailsync sync (no change)", lambda: self.run_cli_sync_nochange(account)),
+        ]
+        mbsync = next((t for t in self.tools if t.tool == "mbsync"), None)
+        if mbsync is not None and mbsync.ok:
+            process_steps.append(("mbsync (no change)", lambda: self.run_mbsync_nochange(user, count)))
+        for label, step in process_steps:
+            say(f"running {label} x{PROCESS_RUNS} ... (load average {os.getloadavg()[0]:.2f})")
+            try:
+                result = step()
+            except Exception as exc:
+                result = ToolResult(label, False, note=f"{exc.__class__.__name__}: {exc}")
+            say(f"  {label}: " + (f"{result.wall_s:.2f}s" if result.ok else "FAILED") + f" {result.note}")
+            self.processes.append(result)
         if self.args.profile:
             say(f"profiling a second emailsync past sync into {self.args.profile} (timings above are unprofiled)")
             again = self.add_account(user, count)
@@ -971,6 +1064,18 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
         " process, which the machine's other load does not inflate; Dovecot's CPU is not counted)"
     )
 
+    print(f"\nWhole processes, start-up included (median of {PROCESS_RUNS} runs each, same mailbox, same run)\n")
+    process_rows = [
+        [p.tool, fmt(p.wall_s) if p.ok else "FAILED", fmt(p.cpu_s) if p.ok else "-", fmt(p.peak_rss_mb, 0), p.note]
+        for p in bench.processes
+    ]
+    print(table(["command", "wall s", "CPU s", "peak RSS MB", "note"], process_rows))
+    by_process = {p.tool: p for p in bench.processes}
+    cli_sync, mbsync_again = by_process.get("emailsync sync (no change)"), by_process.get("mbsync (no change)")
+    if cli_sync is not None and cli_sync.ok and mbsync_again is not None and mbsync_again.ok and mbsync_again.wall_s:
+        ratios["emailsync sync/mbsync, no change, whole process"] = cli_sync.wall_s / mbsync_again.wall_s  # type: ignore[operator]
+        print(f"\nemailsync sync / mbsync, no change: {fmt(ratios['emailsync sync/mbsync, no change, whole process'])}")
+
     print("\nemailsync against mailbox size (no-change sync = one sync_account call right after the past sync)\n")
     size_rows = [
         [
@@ -1017,6 +1122,7 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
             for t in bench.tools
         ],
         "ratios": ratios,
+        "processes": [asdict(p) for p in bench.processes],
         "sizes": [asdict(s) for s in bench.sizes],
         "machine": machine(),
     }
