@@ -19,6 +19,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # Alembic's real head: add a migration, bump this.
 HEAD_REVISION = "0010"
 READONLY_OPTION = "emailsync_readonly"
+PG_CONNECT_TIMEOUT = 10  # seconds
 PRIVATE_FILE = 0o600  # the database holds mail bodies: readable by its owner only
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -93,6 +94,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
+    # A server that accepts and then stays silent would hang every command: libpq gives up after this.
+    kwargs.setdefault("connect_args", {"connect_timeout": PG_CONNECT_TIMEOUT})
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -99,3 +100,16 @@ def test_an_unusable_postgresql_is_one_line_and_exit_1(tmp_path, url, cause):
         assert "Traceback" not in result.stderr
     result = run_cli(env, "doctor")
     assert result.returncode == 1 and "FAIL database: " in result.stdout and cause in result.stdout
+
+
+def test_a_database_server_that_stays_silent_times_out_in_one_line(tmp_path):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(5)
+    held = []  # accepted and never answered, as a black-holed server
+    threading.Thread(target=lambda: held.append(listener.accept()), daemon=True).start()
+    env = cli_env(tmp_path, DATABASE_URL=f"postgresql://postgres@127.0.0.1:{listener.getsockname()[1]}/x")
+    result = run_cli(env, "account", "list", timeout=120)
+    listener.close()
+    assert result.returncode == 1 and "did not answer in time" in result.stderr, result.stderr
+    assert result.stderr.count("\n") == 1
