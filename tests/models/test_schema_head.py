@@ -10,7 +10,7 @@ from models.db import HEAD_REVISION, alembic_config, make_engine, schema_revisio
 def test_head_revision_is_alembics_head():
     engine = make_engine("sqlite://")
     head = ScriptDirectory.from_config(alembic_config(engine)).get_current_head()
-    assert HEAD_REVISION == head, f"a migration was added: set models.db.HEAD_REVISION to {head!r}"
+    assert head == HEAD_REVISION, f"a migration was added: set models.db.HEAD_REVISION to {head!r}"
 
 
 def test_upgrade_if_behind_migrates_a_new_database_once(tmp_path):
