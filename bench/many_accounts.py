@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
-import json
 import os
 import random
 import shutil
@@ -43,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench import report as out
 from bench.ack_latency import (
     CLK_TCK,
     Sample,
@@ -50,10 +50,10 @@ from bench.ack_latency import (
     machine_cpu,
     match_answers,
     open_home,
-    pct,
     proc_cpu_s,
     send_request,
 )
+from bench.report import fmt, pct, table
 
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-pw"
@@ -73,8 +73,8 @@ IDLE_CHECK_SECONDS = 1  # Dovecot's mailbox_idle_check_interval here (see seed_d
 
 
 def say(text: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+    """Progress on stderr with the time of day (a full run takes a while)."""
+    out.say(f"[{time.strftime('%H:%M:%S')}] {text}")
 
 
 def user_name(index: int) -> str:
@@ -966,19 +966,6 @@ class ConfigRun:
 # Report
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-
-    def line(r: list[str]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
-
-
 def _ratio(value: float | None, target: float) -> str:
     if value is None:
         return "-"
@@ -1053,7 +1040,7 @@ def report(results: list[ConfigResult], args: Any, started: float) -> dict[str, 
     head = ["measure", *(s["config"] for s in sums), "target"]
 
     def row(name: str, key: str, digits: int = 1, target: str = "") -> list[str]:
-        return [name, *(_fmt(s[key], digits) if not isinstance(s[key], str) else s[key] for s in sums), target]
+        return [name, *(fmt(s[key], digits) if not isinstance(s[key], str) else s[key] for s in sums), target]
 
     scale = TARGETS["poll_s"] * n / 1000
     rows = [
@@ -1067,7 +1054,7 @@ def report(results: list[ConfigResult], args: Any, started: float) -> dict[str, 
         row("  CPU ms per account", "poll_cpu_per_account_ms", 1),
         [
             "  machine busy during the poll",
-            *(_fmt(s["poll_machine_busy"] and s["poll_machine_busy"] * 100, 0) + " %" for s in sums),
+            *(fmt(s["poll_machine_busy"] and s["poll_machine_busy"] * 100, 0) + " %" for s in sums),
             "",
         ],
         row("  failed polls", "poll_failed", 0, "0"),
@@ -1095,7 +1082,7 @@ def report(results: list[ConfigResult], args: Any, started: float) -> dict[str, 
         row("  syncs done at the last round", "ack_syncs_done_at_last_round", 0, f"< {ACK_SYNCS}"),
         row("first sync of every account (set-up), s", "first_sync_s", 1),
     ]
-    print(_table(head, rows))
+    print(table(head, rows))
     for s in sums:
         if s["error"]:
             print(f"\n{s['config']}: FAILED: {s['error']}")
@@ -1122,7 +1109,7 @@ def report(results: list[ConfigResult], args: Any, started: float) -> dict[str, 
         "folders": list(FOLDERS),
         "args": {k: v for k, v in vars(args).items() if k != "func"},
         "targets": TARGETS,
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_end": os.getloadavg()},
+        "machine": out.machine(),
         "results": sums,
         "deliveries": {r.config.label: [asdict(d) | {"latency_s": d.latency_s} for d in r.deliveries] for r in results},
         "acks": {r.config.label: [asdict(s) for s in r.acks] for r in results},
@@ -1209,8 +1196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for cfg in configs:
             results.append(ConfigRun(cfg, server, fake, work, key, args, idle).run())
         result = report(results, args, started)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        out.write_json(result, args.json)
     finally:
         if fake is not None:
             with contextlib.suppress(Exception):
