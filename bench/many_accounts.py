@@ -290,8 +290,10 @@ class Database:
                 )
                 conn.execute(stmt, {"now": utcnow(), "ids": list(account_ids)})
 
-    def watched(self) -> list[int]:
-        """Accounts whose INBOX a worker holds an IDLE watch lease on (empty without the idle_watch table)."""
+    def watched(self, pids: Sequence[int]) -> list[int]:
+        """Accounts whose INBOX one of these worker processes holds an IDLE watch lease on (empty without the
+        idle_watch table). Owners name their process (``idle:worker:<host>:<pid>:...``): a lease left behind
+        by the workers of an earlier configuration on the same database does not count."""
         from sqlalchemy import inspect, text
 
         from models.clock import utcnow
@@ -300,10 +302,11 @@ class Database:
             return []
         with self.engine.connect() as conn:
             rows = conn.execute(
-                text("SELECT account_id FROM idle_watch WHERE owner IS NOT NULL AND lease_until > :now"),
+                text("SELECT account_id, owner FROM idle_watch WHERE owner IS NOT NULL AND lease_until > :now"),
                 {"now": utcnow()},
             )
-            return sorted(int(r[0]) for r in rows)
+            marks = [f":{pid}:" for pid in pids]
+            return sorted(int(r[0]) for r in rows if any(m in str(r[1]) for m in marks))
 
     def stored_ids(self, message_ids: Sequence[str]) -> set[str]:
         """Which of these Message-IDs have a message row (with or without angle brackets)."""
@@ -505,9 +508,17 @@ class AppProcesses:
     def web_pid(self) -> int | None:
         return self.serve.pid if self.serve else None
 
-    def stop(self) -> None:
-        """SIGTERM to the workers and serve (each by its pid), SIGKILL to its group after 30 s; never raises."""
+    def stop(self) -> dict[str, float | None]:
+        """SIGTERM to the workers and serve (each by its pid), SIGKILL to its group after 30 s; never raises.
+
+        Returns the seconds each process took to exit after the SIGTERM (None: it had to be killed).
+        """
         procs = [*self.workers, *([self.serve] if self.serve else [])]
+        names = {proc.pid: f"worker{n + 1}" for n, proc in enumerate(self.workers)}
+        if self.serve:
+            names[self.serve.pid] = "serve"
+        took: dict[str, float | None] = {}
+        signalled = time.perf_counter()
         local_children = list(self.worker_pids) if self.cfg.backend == "local" else []
         for proc in procs:
             if proc.poll() is None:
@@ -515,8 +526,10 @@ class AppProcesses:
                     proc.send_signal(signal.SIGTERM)
         for proc in procs:
             try:
-                proc.wait(timeout=30)
+                proc.wait(timeout=max(0.1, 30 - (time.perf_counter() - signalled)))
+                took[names[proc.pid]] = time.perf_counter() - signalled
             except subprocess.TimeoutExpired:
+                took[names[proc.pid]] = None
                 say(f"  pid {proc.pid} did not stop in 30 s: SIGKILL to its process group")
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -529,6 +542,7 @@ class AppProcesses:
             if _alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        return took
 
 
 def _alive(pid: int) -> bool:
@@ -619,12 +633,24 @@ class ConfigResult:
     loadavg: tuple[float, float, float] = (0.0, 0.0, 0.0)
     error: str | None = None
     profile: dict[str, Any] | None = None
+    stop_s: dict[str, float | None] = field(default_factory=dict)  # SIGTERM to exit, per process (None: killed)
 
 
 class ConfigRun:
     """Sets up one configuration, runs the three measurements, and tears it down."""
 
-    def __init__(self, cfg: Config, server: Any, fake: Any, work: Path, key: str, args: Any, idle: bool) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        db: Database,
+        fresh: bool,
+        server: Any,
+        fake: Any,
+        work: Path,
+        key: str,
+        args: Any,
+        idle: bool,
+    ) -> None:
         self.cfg = cfg
         self.server = server
         self.fake = fake
@@ -632,7 +658,8 @@ class ConfigRun:
         self.key = key
         self.args = args
         self.idle = idle
-        self.db = Database(cfg.database, work, cfg.tag)
+        self.db = db
+        self.fresh = fresh  # a new database; else the accounts of the configuration before are reused
         self.app = AppProcesses(cfg, self.db, server, fake, work, key, args)
         self.ids: list[int] = []
         self.users: dict[int, str] = {}
@@ -691,14 +718,23 @@ class ConfigRun:
     def run(self) -> ConfigResult:
         say(f"== {self.cfg.label}")
         try:
-            self.app.upgrade()
-            self.ids = create_accounts(self.db, self.key, self.server, self.args.accounts)
+            before: Mapping[int, tuple[int, str | None, str | None]]
+            if self.fresh:
+                self.app.upgrade()
+                self.ids = create_accounts(self.db, self.key, self.server, self.args.accounts)
+                before = {a: (0, None, None) for a in self.ids}
+            else:
+                self.ids = sorted(self.db.states())
+                before = self.db.states()
             self.users = {a: user_name(i) for i, a in enumerate(self.ids)}
-            zero = {a: (0, None, None) for a in self.ids}
             self.app.start()
-            seconds, _, failed = self.wait_polled(zero, self.ids, self.args.timeout, "first sync")
+            if not self.fresh:
+                # Once more over every account, which also ends the syncs the last configuration's ack phase left.
+                self.db.make_due()
+            seconds, _, failed = self.wait_polled(before, self.ids, self.args.timeout, "first sync")
             self.result.first_sync_s = seconds
-            say(f"  first sync of {len(self.ids)} accounts (untimed set-up) in {seconds:.1f}s, {failed} failed")
+            what = "first sync" if self.fresh else "warm-up poll (accounts reused)"
+            say(f"  {what} of {len(self.ids)} accounts (untimed set-up) in {seconds:.1f}s, {failed} failed")
             if failed:
                 raise RuntimeError(f"{failed} first syncs failed:\n{self.app.log_tail()}")
             self.settle_watches()
@@ -712,9 +748,11 @@ class ConfigRun:
             say(f"  FAILED: {self.result.error}")
         finally:
             self.result.loadavg = os.getloadavg()
-            self.app.stop()
-            if not self.args.keep:
-                self.db.drop()
+            self.result.stop_s = self.app.stop()
+            if self.result.stop_s:
+                say(
+                    f"  stopped: {', '.join(f'{k} {fmt(v, 1)} s' for k, v in self.result.stop_s.items())} after SIGTERM"
+                )
         return self.result
 
     def settle_watches(self) -> None:
@@ -726,7 +764,7 @@ class ConfigRun:
         started = time.monotonic()
         stable_since, last = time.monotonic(), -1
         while time.monotonic() - started < self.args.timeout:
-            count = len(self.db.watched())
+            count = len(self.db.watched(self.app.worker_pids))
             if count != last:
                 stable_since, last = time.monotonic(), count
             if count >= want and time.monotonic() - stable_since > 3:
@@ -848,7 +886,7 @@ class ConfigRun:
 
         if not self.idle:
             return []
-        watched = self.db.watched()
+        watched = self.db.watched(self.app.worker_pids)
         if not watched:
             self.result.idle_note = "no IDLE watch was leased"
             return []
@@ -1025,6 +1063,7 @@ def summarize(r: ConfigResult) -> dict[str, Any]:
         "ack_rounds_s": r.ack_syncs_s,
         "loadavg_at_end": r.loadavg,
         "profile": r.profile,
+        "stop_s": r.stop_s,
     }
 
 
@@ -1080,7 +1119,7 @@ def report(results: list[ConfigResult], args: Any, started: float) -> dict[str, 
         ["  requests / errors", *(f"{s['acks']} / {s['ack_errors']}" for s in sums), "0 errors"],
         row("  syncs under lease per request (mean)", "ack_syncs_under_lease_mean", 1),
         row("  syncs done at the last round", "ack_syncs_done_at_last_round", 0, f"< {ACK_SYNCS}"),
-        row("first sync of every account (set-up), s", "first_sync_s", 1),
+        row("set-up: first sync (procrastinate 2: poll again), s", "first_sync_s", 1),
     ]
     print(table(head, rows))
     for s in sums:
@@ -1093,6 +1132,11 @@ def report(results: list[ConfigResult], args: Any, started: float) -> dict[str, 
             details.append(f"rows inserted (PostgreSQL statistics, deleted ones included): {s['rows_inserted']}")
         if s["slack_calls"]:
             details.append(f"Slack calls: {s['slack_calls']}")
+        if s["stop_s"]:
+            stops = ", ".join(
+                f"{k} {fmt(v, 1) if v is not None else 'killed after 30'} s" for k, v in s["stop_s"].items()
+            )
+            details.append(f"from SIGTERM to exit: {stops}")
         if details:
             print(f"\n{s['config']}: " + "; ".join(details))
         if s["profile"]:
@@ -1189,15 +1233,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = Fernet.generate_key().decode()
     server = fake = None
     results: list[ConfigResult] = []
+    dbs: dict[str, Database] = {}
     try:
         server = seed_dovecot(work, args.accounts)
         fake = FakeSlack()
         fake.start()
         for cfg in configs:
-            results.append(ConfigRun(cfg, server, fake, work, key, args, idle).run())
+            # The procrastinate configurations share one database: the first sync of every account runs once.
+            shared = f"{cfg.backend}-{cfg.database}"
+            fresh = shared not in dbs
+            if fresh:
+                dbs[shared] = Database(cfg.database, work, cfg.tag)
+            results.append(ConfigRun(cfg, dbs[shared], fresh, server, fake, work, key, args, idle).run())
         result = report(results, args, started)
         out.write_json(result, args.json)
     finally:
+        for db in dbs.values():
+            with contextlib.suppress(Exception):
+                if args.keep:
+                    db.engine.dispose()
+                else:
+                    db.drop()
         if fake is not None:
             with contextlib.suppress(Exception):
                 fake.stop()
