@@ -209,3 +209,24 @@ def test_update_mailbox_sets_large_server_numbers(server: DovecotServer) -> None
     assert status == {b"UIDVALIDITY": 2**32 - 1, b"UIDNEXT": 2**32 - 2, b"HIGHESTMODSEQ": 2**63 - 1}
     with pytest.raises(ValueError):
         server.update_mailbox("dave", "INBOX")
+
+
+def test_many_idle_sessions_settings(tmp_path_factory: pytest.TempPathFactory, server: DovecotServer) -> None:
+    """The settings bench/many_accounts.py raises reach Dovecot's parsed configuration, and IDLE reports new mail
+    within seconds even where the machine's inotify instances are used up (it then looks every second)."""
+    assert server.doveadm("config", "-h", "mailbox_idle_check_interval").strip() == "30 secs"  # Dovecot's default
+    with start_dovecot(tmp_path_factory.mktemp("dovecot-many"), imap_process_limit=2300, idle_check_seconds=1) as srv:
+        assert srv.doveadm("config", "-h", "mailbox_idle_check_interval").strip() == "1 secs"
+        assert srv.doveadm("config", "-h", "service/imap/process_limit").strip() == "2300"
+        srv.add_user(USER, PASSWORD)
+        srv.seed_maildir(USER, "INBOX", [(_message("first"), datetime.now())])
+        with srv.client(USER, PASSWORD) as c:
+            c.select_folder("INBOX")
+            c.idle()
+            srv.seed_maildir(USER, "INBOX", [(_message("second"), datetime.now())])
+            seen = []
+            deadline = time.monotonic() + 10
+            while not any(r[1] == b"EXISTS" for r in seen) and time.monotonic() < deadline:
+                seen += c.idle_check(timeout=1)
+            c.idle_done()
+        assert (2, b"EXISTS") in seen
