@@ -437,5 +437,5 @@ def _take_socket(client: IMAPClient) -> tuple[socket.socket, bytes]:
 def start_idle_watcher(services: Services, trigger: Callable[[int], None]) -> IdleWatcher:
     """Start watching INBOXes for this worker process; ``trigger(account_id)`` is called on each change."""
     settings = services.settings
-    deps = services.engine_deps("idle")
+    deps = services.engine_deps("worker")  # the watch owner reads idle:worker:<host>:<pid>:<suffix>
     return IdleWatcher(deps, trigger, idle_seconds=settings.idle_seconds, lease_ttl=settings.lease_ttl).start()
