@@ -9,8 +9,10 @@ from typing import Any
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from models import accounts as account_queries
+from models import idle_watches
 from models.db import alembic_config, ping, session_scope
 from models.secrets import SecretBox, SecretKeyError
 from sync.errors import SyncError
@@ -48,6 +50,7 @@ def run_checks(
         return checks
     with session_scope(db) as session:
         accounts = [a for a in account_queries.list_accounts(session) if a.state != "disconnected"]
+        checks.append(idle_watch_check(session))
     keeper = TokenKeeper(db, secrets, oauth or OAuthProviders())
     owner = f"doctor:{socket.gethostname()}:{os.getpid()}"
     for account in accounts:
@@ -71,6 +74,17 @@ def run_checks(
         except SyncError as exc:
             checks.append({"name": name, "ok": False, "detail": str(exc)})
     return checks
+
+
+def idle_watch_check(session: Session) -> dict[str, Any]:
+    """Which worker processes watch INBOXes with IDLE (informational: polling covers what is not watched)."""
+    owners, unwatched = idle_watches.summary(session)
+    held = ", ".join(f"{owner.removeprefix('idle:')} {count}" for owner, count in sorted(owners.items()))
+    count = sum(owners.values())
+    detail = f"{count} INBOX{'' if count == 1 else 'es'} watched" + (f" ({held})" if held else "")
+    if unwatched:
+        detail += f"; {unwatched} not watched by a running worker (polling covers them)"
+    return {"name": "idle watches", "ok": True, "detail": detail}
 
 
 def sign_in_checks(oauth: OAuthProviders) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from sqlalchemy import and_, literal, or_, update
+from sqlalchemy import and_, func, literal, or_, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
@@ -62,9 +62,7 @@ def add_missing_rows(session: Session) -> None:
     )
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.exec(
-        insert(IdleWatch).from_select(["account_id", "token"], missing).on_conflict_do_nothing()
-    )
+    session.exec(insert(IdleWatch).from_select(["account_id", "token"], missing).on_conflict_do_nothing())
 
 
 def claim(session: Session, *, owner: str, ttl: float, limit: int) -> list[WatchTarget]:
@@ -132,3 +130,30 @@ def holders(session: Session) -> dict[int, tuple[str | None, dt.datetime | None]
     """Every watch row: account id → (owner, lease_until), for doctor and tests."""
     rows = session.exec(select(IdleWatch.account_id, IdleWatch.owner, IdleWatch.lease_until)).all()
     return {int(a): (o, u) for a, o, u in rows}
+
+
+def summary(session: Session) -> tuple[dict[str, int], int]:
+    """Live watches per owner, and how many syncable accounts no live lease covers (for doctor)."""
+    now = utcnow()
+    rows = session.exec(
+        select(IdleWatch.owner, IdleWatch.lease_until, EmailAccount.state).join(
+            EmailAccount, col(EmailAccount.id) == col(IdleWatch.account_id)
+        )
+    ).all()
+    owners: dict[str, int] = {}
+    for owner, until, _state in rows:
+        if owner is not None and until is not None and until >= now:
+            owners[owner] = owners.get(owner, 0) + 1
+    unwatched = sum(
+        1
+        for owner, until, state in rows
+        if state in SYNCABLE_STATES and (owner is None or until is None or until < now)
+    )
+    never_claimed = (
+        sa_select(func.count())
+        .select_from(EmailAccount)
+        .where(col(EmailAccount.state).in_(SYNCABLE_STATES))
+        .where(~col(EmailAccount.id).in_(sa_select(col(IdleWatch.account_id))))
+    )
+    unwatched += int(session.scalar(never_claimed) or 0)
+    return owners, unwatched

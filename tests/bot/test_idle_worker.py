@@ -6,6 +6,7 @@ interval is ten minutes, so only IDLE can explain a message stored within second
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -124,6 +125,10 @@ def test_a_delivery_is_stored_within_seconds_and_sigterm_stops_the_watch(tmp_pat
             took.append(wait_for(lambda n=n: stored(db, account) == n + 1, 10, "stored", [worker.log]))
         print(f"delivery to stored: {', '.join(f'{t:.2f} s' for t in took)}")
         assert re.search(r"^idle:worker:", watch_owner(db, account) or "")
+        doctor = run_cli(env, "doctor", "--json")
+        checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+        assert checks["idle watches"]["detail"].startswith("1 INBOX watched (worker:"), checks["idle watches"]
+        assert f":{worker.proc.pid}:" in checks["idle watches"]["detail"]
         worker.proc.send_signal(signal.SIGTERM)
         start = time.monotonic()
         assert worker.proc.wait(timeout=30) == 0, worker.text()[-3000:]
