@@ -141,10 +141,11 @@ class IdleWatcher:
         """Stop within seconds: logins cut, DONE and LOGOUT sent (``grace`` seconds for answers), leases given back."""
         self._stop.set()
         self._wake.set()
-        for dl in list(self._logins):
-            dl.expire()
         self._manager.join(10.0)
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for dl in list(self._logins):
+            dl.expire()  # a login under way ends now (a login starting after this sees _stop and ends itself)
+        self._pool.shutdown(wait=True)
         self._loop.stop(grace)
         self._triggers.put(None)
         self._trigger_thread.join(5.0)
@@ -255,6 +256,9 @@ class IdleWatcher:
         try:
             with deadline(self.deps.config.timeout * 2 + 10) as dl:
                 self._logins.add(dl)
+                if self._stop.is_set():
+                    self._logins.discard(dl)
+                    return  # stopping: stop() may already have expired the logins it saw
                 try:
                     handover = self._open(account_id, generation)
                 finally:

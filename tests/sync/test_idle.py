@@ -17,7 +17,7 @@ from sync.engine import EngineDeps, Outcome, sync_account
 from sync.idle import IdleWatcher
 from sync.imap_session import ImapLogin
 from tests.conftest import Mailbox
-from tests.support.hostile_imap import HostileImapServer
+from tests.support.hostile_imap import HostileImapServer, Script
 from tests.support.mail import make_message
 from tests.support.network import LOOPBACK_POLICY
 
@@ -209,3 +209,29 @@ def test_many_watches_share_one_loop(deps, dovecot, secrets, run_sync, count):
         wait_for(lambda: triggers.count(target) == 1, timeout=10, what="the trigger")
         time.sleep(1.5)
         assert triggers.ids == [target]
+
+
+def test_a_server_that_drips_its_greeting_holds_up_no_other_watch(deps, connect, mailbox, run_sync, tmp_path, secrets):
+    account = connect()
+    run_sync(account)
+    with HostileImapServer(workdir=tmp_path / "tls") as server:
+        login = ImapLogin(server.host, server.port, "tls", "slow", "pw")
+        draft = AccountDraft(team_id="T", user_id="U9", email="slow@example.net", imap=login)
+        slow = add_account(
+            deps.db, secrets, draft, timeout=10, ssl_context=server.ssl_context, outbound=LOOPBACK_POLICY
+        )
+        both = deps.config.ssl_context()
+        both.load_verify_locations(cafile=str(server.cafile))
+        deps.config.ssl_context = lambda: both  # Dovecot's CA and the hostile server's
+        # From now on every connection gets its greeting one byte a second: no read timeout ever trips.
+        server.script = Script(behaviour="drip", drip_at="greeting", drip_interval=1.0)
+        triggers = Triggers()
+        with watching(deps, triggers) as watcher:
+            wait_for(lambda: watcher.states().get(account) == "idling", what="the good watch idles")
+            assert watcher.states()[slow] == "connecting"
+            mailbox.append("INBOX", make_message(subject="not held up"))
+            wait_for(lambda: triggers.count(account) == 1, timeout=10, what="the trigger")
+            assert watcher.states()[slow] == "connecting"
+            started = time.monotonic()
+        # Stopping cuts the login that is still dripping.
+        assert time.monotonic() - started < 10
