@@ -30,6 +30,7 @@ MAX_LITERAL = 1024 * 1024  # skipped without being kept, but a server sending mo
 MAX_RESPONSES = 10_000  # per IDLE round: far above any real mailbox's burst, far below a flood
 TRIGGER_GAP = 1.0  # seconds: changes closer together than this make one trigger (at the end of the gap)
 READS_PER_TURN = 16  # recv calls for one connection before the others get their turn
+QUICK_END, QUICK_ENDS = 1.0, 10  # an IDLE the server ends within 1 s, more than 10 times in a row: misbehaving
 CHANGES = frozenset({b"EXISTS", b"EXPUNGE", b"FETCH", b"RECENT"})
 _LITERAL = re.compile(rb"\{(\d{1,20})\+?\}\r?\n$")
 
@@ -78,6 +79,8 @@ class _Conn:
     next_trigger: float = 0.0
     writing: bool = False
     idles: int = 0  # IDLE commands sent on this connection
+    idle_started: float = 0.0  # monotonic: when the current IDLE was sent
+    quick_ends: int = 0  # IDLEs in a row the server ended itself within a second
 
 
 class IdleLoop:
@@ -225,7 +228,8 @@ class IdleLoop:
         conn.state = IDLE_SENT
         conn.responses = 0
         conn.renew_at = None
-        conn.reply_by = time.monotonic() + self.timeout
+        conn.idle_started = time.monotonic()
+        conn.reply_by = conn.idle_started + self.timeout
         conn.idles += 1
         self.idle_commands += 1
         self._write(conn, conn.tag + b" IDLE\r\n")
@@ -276,6 +280,13 @@ class IdleLoop:
                 self._close(conn, logout=True)
                 self._on_end(conn.h.account_id, conn.h.generation, Ended("the server refused IDLE", no_idle=True))
                 return False
+            if conn.state != DONE_SENT:
+                # The server ended the IDLE itself (some do after a few minutes): fine, unless it does so at
+                # once, again and again, which would keep this thread busy re-issuing IDLE for it.
+                quick = time.monotonic() - conn.idle_started < QUICK_END
+                conn.quick_ends = conn.quick_ends + 1 if quick else 0
+                if conn.quick_ends > QUICK_ENDS:
+                    return self._fail(conn, f"the server ended IDLE at once {QUICK_ENDS + 1} times in a row")
             # Our DONE was answered, or the server ended the IDLE itself: start the next one.
             self._start_idle(conn)
         return True

@@ -226,3 +226,26 @@ def test_remove_and_stop_log_out(loop):
     assert time.monotonic() - started < 3
     assert calls.ended == []  # removals and stops are not drops
     assert calls.counts[-1] == 0
+
+
+def test_a_server_that_ends_every_idle_at_once_is_dropped(loop):
+    lp, calls = loop
+    server = handover(lp)
+    for n in range(1, 12):
+        assert server.line() == b"I%d IDLE\r\n" % n
+        server.send(b"+ idling\r\nI%d OK Idle completed.\r\n" % n)
+    wait_for(lambda: calls.ended)
+    assert "ended IDLE at once 11 times" in calls.ended[0][1].reason
+
+
+def test_a_server_that_ends_idle_after_a_while_is_followed(loop):
+    lp, calls = loop
+    lp.idle_seconds = 60.0  # no DONE from us during this test
+    server = handover(lp)
+    for n in range(1, 4):
+        assert server.line() == b"I%d IDLE\r\n" % n
+        server.send(b"+ idling\r\n")
+        time.sleep(1.1)
+        server.send(b"I%d OK Idle timed out.\r\n" % n)
+    assert server.line() == b"I4 IDLE\r\n"
+    assert calls.ended == []
