@@ -170,3 +170,16 @@ def test_killing_the_worker_that_owns_a_watch_moves_it(tmp_path, dovecot, databa
         for w in workers:
             w.close()
     db.dispose()
+
+
+def test_idle_seconds_setting(tmp_path, monkeypatch):
+    from bot.settings import ConfigError, load_settings
+
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    monkeypatch.delenv("EMAILSYNC_IDLE_SECONDS", raising=False)
+    assert load_settings().idle_seconds == 1500  # under RFC 2177's 29 minutes
+    monkeypatch.setenv("EMAILSYNC_IDLE_SECONDS", "2")
+    assert load_settings().idle_seconds == 2
+    monkeypatch.setenv("EMAILSYNC_IDLE_SECONDS", "1800")
+    with pytest.raises(ConfigError, match="EMAILSYNC_IDLE_SECONDS"):
+        load_settings()
