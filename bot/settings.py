@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     imap_timeout: float = Field(30.0, alias="EMAILSYNC_IMAP_TIMEOUT", gt=0)
     lease_ttl: float = Field(120.0, alias="EMAILSYNC_LEASE_TTL", gt=0)
     slice_seconds: float = Field(300.0, alias="EMAILSYNC_SLICE_SECONDS", gt=0)
+    # How long one IMAP IDLE lasts before it is ended and issued again: RFC 2177 says before 29 minutes.
+    idle_seconds: float = Field(1500.0, alias="EMAILSYNC_IDLE_SECONDS", gt=0, le=1740)
     # The overall deadline of one slice (a stuck or dripping server); unset: EMAILSYNC_SLICE_SECONDS + 60.
     slice_deadline: float | None = Field(None, alias="EMAILSYNC_SLICE_DEADLINE", gt=0)
     # Outbound policy: a typed mail server may only be a public address on a mail port, unless allowed here.

@@ -1,4 +1,4 @@
-"""The worker process: the scheduler tick, the sync pool and the weekly digest, stopped by SIGINT/SIGTERM."""
+"""The worker process: the scheduler tick, the sync pool, the IDLE watcher and the weekly digest; stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,8 +6,13 @@ import datetime as dt
 import logging
 import signal
 import threading
+from collections.abc import Callable
 
 from bot.services import Services
+from models import accounts as account_queries
+from models.db import session_scope
+from sync.engine import EngineDeps
+from sync.idle import start_idle_watcher
 from sync.scheduler import Clock, LocalDispatcher, Retention
 
 
@@ -26,6 +31,7 @@ def run_worker(services: Services, stop: threading.Event) -> None:
     )
     clock = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds, retention=keep)
     clock.start()
+    idle = start_idle_watcher(services, _sync_soon(deps, dispatcher))  # INBOX changes start a sync in seconds
     from bot.digest import start_people_digest
 
     digest = start_people_digest(services)  # the weekly "people who are not contacts yet" DMs
@@ -33,11 +39,24 @@ def run_worker(services: Services, stop: threading.Event) -> None:
     try:
         stop.wait()
     finally:
+        idle.stop()
         if digest is not None:
             digest.stop()
         clock.stop()
         # A slice stuck on a server that drips or stays silent would hold the stop for its whole deadline.
         dispatcher.shutdown(interrupt=True)
+
+
+def _sync_soon(deps: EngineDeps, dispatcher: LocalDispatcher) -> Callable[[int], None]:
+    """The IDLE trigger of the local backend: the account is due now ("Sync now" semantics), and starts at once."""
+
+    def trigger(account_id: int) -> None:
+        with session_scope(deps.db) as session:
+            # Due now, and remembered if a run is going on, so the run after it picks the change up.
+            account_queries.request_sync_now(session, account_id=account_id)
+        dispatcher.dispatch(account_id)  # not one tick later: delivery-to-stored stays well under 2 s
+
+    return trigger
 
 
 def stop_on_signals() -> threading.Event:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from models import accounts as account_queries
+from models import idle_watches
 from models.db import HEAD_REVISION, schema_revision, session_scope
 from models.db_errors import database_location, describe_database_error
 from models.secrets import SecretBox, SecretKeyError
@@ -58,7 +59,7 @@ def run_checks(ctx: DoctorContext, *, extra: Sequence[Check] = ()) -> list[Check
     for check in (secret_key_check, backend_check, *extra, public_url_check, sign_in_check):
         checks += check(ctx)
     if usable and schema_revision(ctx.db) == HEAD_REVISION:
-        checks += account_checks(ctx)
+        checks += idle_watch_check(ctx) + account_checks(ctx)
     return checks
 
 
@@ -158,6 +159,18 @@ def account_checks(ctx: DoctorContext) -> list[CheckResult]:
         except SyncError as exc:
             checks.append({"name": name, "ok": False, "detail": str(exc)})
     return checks
+
+
+def idle_watch_check(ctx: DoctorContext) -> list[CheckResult]:
+    """Which worker processes watch INBOXes with IDLE (informational: polling covers what is not watched)."""
+    with session_scope(ctx.db) as session:
+        owners, unwatched = idle_watches.summary(session)
+    held = ", ".join(f"{owner.removeprefix('idle:')} {count}" for owner, count in sorted(owners.items()))
+    count = sum(owners.values())
+    detail = f"{count} INBOX{'' if count == 1 else 'es'} watched" + (f" ({held})" if held else "")
+    if unwatched:
+        detail += f"; {unwatched} not watched by a running worker (polling covers them)"
+    return [{"name": "idle watches", "ok": True, "detail": detail}]
 
 
 def sign_in_checks(oauth: OAuthProviders) -> list[dict[str, Any]]:

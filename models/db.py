@@ -17,7 +17,7 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration. Compared with the database's stored revision at start, so a database that is up to
 # date never loads Alembic (about half a second). tests/models/test_schema_head.py keeps it equal to
 # Alembic's real head: add a migration, bump this.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0012"
 READONLY_OPTION = "emailsync_readonly"
 PG_CONNECT_TIMEOUT = 10  # seconds
 PRIVATE_FILE = 0o600  # the database holds mail bodies: readable by its owner only
