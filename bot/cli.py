@@ -280,10 +280,17 @@ def sync_command(
 
 
 @app.command("worker")
-def worker_command() -> None:
-    """Run the scheduler tick and the sync pool until SIGINT or SIGTERM."""
+def worker_command(
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", min=1, max=64, help="syncs at once in this process (default EMAILSYNC_WORKERS)"
+    ),
+    clock: bool = typer.Option(
+        False, "--clock", help="procrastinate backend: compete to be the one clock that ticks (local always ticks)"
+    ),
+) -> None:
+    """Run syncs (and the scheduler tick) until SIGINT or SIGTERM."""
     services = _services(log_level=logging.INFO)
-    run_worker(services, stop_on_signals())
+    run_worker(services, stop_on_signals(), concurrency=concurrency, clock=clock)
 
 
 @app.command("serve")
@@ -370,6 +377,8 @@ def doctor(as_json: bool = typer.Option(False, "--json")) -> None:
         timeout=services.settings.imap_timeout,
         outbound=services.settings.outbound_policy,
         oauth=services.oauth,
+        backend=services.settings.backend,
+        stall_seconds=services.settings.stall_seconds,
     )
     ok = all(c["ok"] for c in checks)
     if as_json:

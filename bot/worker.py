@@ -1,43 +1,139 @@
-"""The worker process: the scheduler tick, the sync pool and the weekly digest, stopped by SIGINT/SIGTERM."""
+"""The worker process: the scheduler tick, the sync pool and the weekly digest, stopped by SIGINT/SIGTERM.
+
+On the local backend one worker ticks and runs syncs in a thread pool. On the procrastinate backend
+(many machines) it runs Procrastinate jobs, and with ``clock`` it also competes to be the one clock.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 from bot.services import Services
+from sync.deadline import expire_all
+from sync.engine import EngineDeps
 from sync.scheduler import Clock, LocalDispatcher, Retention
 
+if TYPE_CHECKING:
+    from procrastinate import App
 
-def run_worker(services: Services, stop: threading.Event) -> None:
-    """Run the scheduler tick, the sync pool and the weekly digest until ``stop`` is set, then stop them."""
+log = logging.getLogger("emailsync")
+STOP_POLL_SECONDS = 0.2
+
+
+def run_worker(
+    services: Services, stop: threading.Event, *, concurrency: int | None = None, clock: bool = False
+) -> None:
+    """Run syncs (and, where this process is the clock, the tick and the digest) until ``stop`` is set."""
     settings = services.settings
     from bot.slack_app import slack_notifier
 
     services.notifier = slack_notifier(services) or services.notifier
+    if settings.backend == "procrastinate":
+        _run_procrastinate_worker(services, stop, concurrency=concurrency or settings.workers, clock=clock)
+        return
     deps = services.engine_deps("worker")
-    dispatcher = LocalDispatcher(deps, workers=settings.workers, slice_seconds=settings.slice_seconds)
-    keep = Retention(
-        slack_events=dt.timedelta(hours=settings.slack_event_retention_hours),
-        runs=dt.timedelta(days=settings.run_retention_days),
-        tracking_events=dt.timedelta(days=settings.tracking_event_retention_days),
-    )
-    clock = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds, retention=keep)
-    clock.start()
+    dispatcher = LocalDispatcher(deps, workers=concurrency or settings.workers, slice_seconds=settings.slice_seconds)
+    ticker = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds, retention=_retention(services))
+    ticker.start()  # one machine: every worker ticks (claims are atomic, the lease fences each sync)
     from bot.digest import start_people_digest
 
     digest = start_people_digest(services)  # the weekly "people who are not contacts yet" DMs
-    logging.getLogger("emailsync").info("worker %s started", deps.owner)
+    log.info("worker %s started", deps.owner)
     try:
         stop.wait()
     finally:
         if digest is not None:
             digest.stop()
-        clock.stop()
+        ticker.stop()
         # A slice stuck on a server that drips or stays silent would hold the stop for its whole deadline.
         dispatcher.shutdown(interrupt=True)
+
+
+def _retention(services: Services) -> Retention:
+    settings = services.settings
+    return Retention(
+        slack_events=dt.timedelta(hours=settings.slack_event_retention_hours),
+        runs=dt.timedelta(days=settings.run_retention_days),
+        tracking_events=dt.timedelta(days=settings.tracking_event_retention_days),
+    )
+
+
+def _run_procrastinate_worker(services: Services, stop: threading.Event, *, concurrency: int, clock: bool) -> None:
+    """Procrastinate jobs in this process; with ``clock``, compete to tick (an advisory lock elects one)."""
+    from sync.clock_election import ElectedClock
+    from sync.procrastinate_backend import ProcrastinateDispatcher, make_app, register_sync_task
+
+    settings = services.settings
+    deps = services.engine_deps("worker")
+    app = make_app(settings.database_url, max_connections=concurrency + 3)
+    register_sync_task(app, deps, slice_seconds=settings.slice_seconds)
+    elected = dispatcher = digest = None
+    if clock:
+        dispatcher = ProcrastinateDispatcher(settings.database_url)
+        elected = ElectedClock(
+            deps,
+            dispatcher,
+            database_url=settings.database_url,
+            tick_seconds=settings.tick_seconds,
+            clock_seconds=settings.clock_seconds,
+            stall_seconds=settings.stall_seconds,
+            retention=_retention(services),
+        )
+        elected.start()
+        from bot.digest import start_people_digest
+
+        digest = start_people_digest(services)
+    competing = ", competing for the clock" if clock else ""
+    log.info("worker %s started (procrastinate, concurrency %d%s)", deps.owner, concurrency, competing)
+    try:
+        asyncio.run(_work(app, deps, stop, concurrency=concurrency, stall_seconds=settings.stall_seconds))
+    finally:
+        if digest is not None:
+            digest.stop()
+        if elected is not None:
+            elected.stop()
+        if dispatcher is not None:
+            dispatcher.shutdown()
+
+
+async def _work(app: App, deps: EngineDeps, stop: threading.Event, *, concurrency: int, stall_seconds: float) -> None:
+    from sync.procrastinate_backend import QUEUE
+
+    async with app.open_async():
+        worker = asyncio.create_task(
+            app.run_worker_async(
+                queues=[QUEUE],
+                name=deps.owner,
+                concurrency=concurrency,
+                install_signal_handlers=False,  # SIGTERM is ours: it also interrupts slices stuck on a server
+                # Heartbeats several times per stall period, so only a worker silent that long looks stalled.
+                update_heartbeat_interval=max(0.5, stall_seconds / 4),
+                stalled_worker_timeout=stall_seconds,
+                delete_jobs="successful",  # a job per poll: keep only the failed ones (pruned by the clock)
+                fetch_job_polling_interval=max(0.5, min(5.0, stall_seconds / 4)),
+            )
+        )
+        while not stop.is_set() and not worker.done():
+            await asyncio.sleep(STOP_POLL_SECONDS)
+        if worker.done():
+            worker.result()  # the worker ended by itself: its error is the process's
+            return
+        # Like LocalDispatcher.shutdown(interrupt=True): running slices end at their next batch boundary,
+        # and one stuck inside a command has its connection cut; each commits what it has and says MORE.
+        deps.stopping.set()
+        worker.cancel()
+        while not worker.done():
+            expire_all()
+            await asyncio.wait({worker}, timeout=0.5)
+        with contextlib.suppress(asyncio.CancelledError):
+            worker.result()
+        log.info("worker %s stopped", deps.owner)
 
 
 def stop_on_signals() -> threading.Event:

@@ -27,6 +27,8 @@ def run_checks(
     timeout: float,
     outbound: OutboundPolicy = STRICT_POLICY,
     oauth: OAuthProviders | None = None,
+    backend: str = "local",
+    stall_seconds: float = 60.0,
 ) -> list[dict[str, Any]]:
     """Every check as {name, ok, detail}; stops early only when the database does not answer."""
     checks: list[dict[str, Any]] = []
@@ -46,6 +48,7 @@ def run_checks(
     )
     if current != head:
         return checks
+    checks += backend_checks(db, backend, stall_seconds=stall_seconds)
     with session_scope(db) as session:
         accounts = [a for a in account_queries.list_accounts(session) if a.state != "disconnected"]
     keeper = TokenKeeper(db, secrets, oauth or OAuthProviders())
@@ -90,4 +93,34 @@ def sign_in_checks(oauth: OAuthProviders) -> list[dict[str, Any]]:
         partial = reason.endswith(" is not set")
         name = f"sign in with {provider_name.capitalize()}"
         checks.append({"name": name, "ok": not partial, "detail": f"off: {reason}"})
+    return checks
+
+
+def backend_checks(db: Engine, backend: str, *, stall_seconds: float) -> list[dict[str, Any]]:
+    """The sync backend; on procrastinate also who holds the clock and which jobs are stalled."""
+    if backend != "procrastinate":
+        return [{"name": "backend", "ok": True, "detail": "local: `serve` or `worker` ticks and syncs on this machine"}]
+    from procrastinate import sql
+
+    from sync.clock_election import clock_holder
+    from sync.procrastinate_backend import TASK_NAME
+
+    checks: list[dict[str, Any]] = [{"name": "backend", "ok": True, "detail": "procrastinate (many machines)"}]
+    holder = clock_holder(db)
+    if holder is None:
+        detail = "nobody holds it: nothing ticks; start `emailsync worker --clock` on at least one machine"
+        checks.append({"name": "clock", "ok": False, "detail": detail})
+    else:
+        detail = f"held by {holder['owner']} ({holder['address']}, connected since {holder['since']})"
+        checks.append({"name": "clock", "ok": True, "detail": detail})
+    with db.connect() as conn:
+        params = {"queue": None, "task_name": TASK_NAME, "seconds_since_heartbeat": stall_seconds}
+        rows = conn.exec_driver_sql(sql.queries["select_stalled_jobs_by_heartbeat"], params).all()
+    stalled = [f"job {r.id} (account {r.args.get('account_id')}, worker {r.worker_id})" for r in rows]
+    detail = (
+        "none"
+        if not stalled
+        else f"{', '.join(stalled[:10])}: the clock finishes them as failed within EMAILSYNC_CLOCK_SECONDS"
+    )
+    checks.append({"name": "stalled jobs", "ok": not stalled, "detail": detail})
     return checks
