@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 import signal
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from bot.services import Services
@@ -105,25 +106,38 @@ def _run_procrastinate_worker(services: Services, stop: threading.Event, *, conc
 async def _work(app: App, deps: EngineDeps, stop: threading.Event, *, concurrency: int, stall_seconds: float) -> None:
     from sync.procrastinate_backend import QUEUE
 
+    # Sync jobs run in the loop's default executor: one thread per job this worker may run at once.
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(concurrency + 2, thread_name_prefix="sync"))
     async with app.open_async():
-        worker = asyncio.create_task(
-            app.run_worker_async(
-                queues=[QUEUE],
-                name=deps.owner,
-                concurrency=concurrency,
-                install_signal_handlers=False,  # SIGTERM is ours: it also interrupts slices stuck on a server
-                # Heartbeats several times per stall period, so only a worker silent that long looks stalled.
-                update_heartbeat_interval=max(0.5, stall_seconds / 4),
-                stalled_worker_timeout=stall_seconds,
-                delete_jobs="successful",  # a job per poll: keep only the failed ones (pruned by the clock)
-                fetch_job_polling_interval=max(0.5, min(5.0, stall_seconds / 4)),
+        while True:
+            worker = asyncio.create_task(
+                app.run_worker_async(
+                    queues=[QUEUE],
+                    name=deps.owner,
+                    concurrency=concurrency,
+                    install_signal_handlers=False,  # SIGTERM is ours: it also interrupts slices stuck on a server
+                    # Heartbeats several times per stall period, so only a worker silent that long looks stalled.
+                    update_heartbeat_interval=max(0.5, stall_seconds / 4),
+                    # A starting worker deletes the rows of workers silent this long. Far above the stall
+                    # timeout: a worker only paused (and its jobs finished as stalled) keeps its row.
+                    stalled_worker_timeout=max(600.0, 10 * stall_seconds),
+                    delete_jobs="successful",  # a job per poll: keep only the failed ones (pruned by the clock)
+                    fetch_job_polling_interval=max(0.5, min(5.0, stall_seconds / 4)),
+                )
             )
-        )
-        while not stop.is_set() and not worker.done():
-            await asyncio.sleep(STOP_POLL_SECONDS)
-        if worker.done():
-            worker.result()  # the worker ended by itself: its error is the process's
-            return
+            while not stop.is_set() and not worker.done():
+                await asyncio.sleep(STOP_POLL_SECONDS)
+            if not worker.done():
+                break
+            try:
+                worker.result()
+            except Exception as exc:
+                # A worker row deleted while this process was paused, a lost connection: the job worker
+                # ends; its jobs are finished (or finished as stalled by the clock). Register afresh.
+                log.warning("the job worker stopped (%s: %s); starting it again", exc.__class__.__name__, exc.__cause__)
+            if stop.is_set():
+                return
+            await asyncio.sleep(1.0)
         # Like LocalDispatcher.shutdown(interrupt=True): running slices end at their next batch boundary,
         # and one stuck inside a command has its connection cut; each commits what it has and says MORE.
         deps.stopping.set()

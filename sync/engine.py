@@ -202,7 +202,9 @@ class _AccountSync:
     # ---- the run ---------------------------------------------------------------------------------
 
     def run(self) -> Outcome:
-        with session_scope(self.deps.db) as session:
+        # Fenced like every other write: a process paused between taking the lease and this transaction
+        # (past the TTL) must not mark the account syncing or open a run under another process's lease.
+        with self._writing() as session:
             account = account_queries.get_account(session, self.account_id)
             if account is None or account.state not in account_queries.SYNCABLE_STATES:
                 return Outcome.SKIPPED
@@ -918,6 +920,7 @@ class _AccountSync:
                     account.next_sync_at = now + dt.timedelta(seconds=wait)
                 session.add(account)
         except LeaseLost:
+            log.warning("account %s: lease lost; stopping without writing", self.account_id)
             return Outcome.FAILED
         self.deps.notifier.sync_failed(self._report(), exc.code, exc.message, exc.fix)
         return Outcome.FAILED

@@ -27,6 +27,7 @@ from sqlalchemy import Engine, make_url, text
 from models.db import application_name, postgres_session_options
 from sync import metrics
 from sync.engine import EngineDeps, Outcome, sync_account
+from sync.errors import LeaseLost
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class _JobManager(JobManager):
         except ConnectorException as exc:
             # A worker paused past the stall timeout wakes up and ends its job: the clock finished it as
             # failed meanwhile (and the lease kept this worker from writing). Nothing left to record.
-            if "not in \"doing\"" not in str(exc.__cause__):
+            if 'not in "doing"' not in str(exc.__cause__):
                 raise
             log.warning("job %s: finished as stalled by the clock while this worker was away", job.id)
 
@@ -77,7 +78,12 @@ def run_slice(deps: EngineDeps, account_id: int, budget_seconds: float | None) -
     """One slice of the account's sync (`sync.engine.sync_account`), counted in the metrics."""
     kind = _run_kind(deps.db, account_id)
     started = time.monotonic()
-    outcome = sync_account(deps, account_id, budget_seconds=budget_seconds)
+    try:
+        outcome = sync_account(deps, account_id, budget_seconds=budget_seconds)
+    except LeaseLost:
+        # Found at the slice's last commit: another process took over while this one was paused or slow.
+        log.warning("account %s: lease lost; stopping without writing", account_id)
+        outcome = Outcome.FAILED
     metrics.observe_slice(kind, outcome.value, time.monotonic() - started)
     return outcome
 
