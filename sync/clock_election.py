@@ -17,7 +17,7 @@ import time
 
 from sqlalchemy import Engine, create_engine, text, update
 from sqlalchemy.pool import StaticPool
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from models.accounts import SYNCABLE_STATES
 from models.clock import utcnow
@@ -149,11 +149,14 @@ class ElectedClock:
                 elif not self._still_held():
                     self._resign("lost the connection that holds the clock lock")
                     continue  # compete again at once
-                if self._clock is not None:
-                    self._housekeeping()
             except Exception:
                 log.exception("clock: election round failed")
                 self._resign("the election round failed")
+            if self._clock is not None:
+                try:
+                    self._housekeeping()
+                except Exception:  # the job queue or the database is slow or away: next period
+                    log.exception("clock: finding stalled jobs failed")
             self._stop.wait(self.clock_seconds)
 
     def _dedicated_engine(self) -> Engine:
@@ -234,9 +237,11 @@ class ElectedClock:
 
     def _make_due(self, account_ids: list[int]) -> None:
         """Make the stalled jobs' accounts due, so the next tick re-queues them (their lease still fences)."""
+        # A row locked by a frozen transaction is skipped: its lease (and the claim hold) brings it back.
+        unlocked = (
+            select(col(EmailAccount.id))
+            .where(col(EmailAccount.id).in_(account_ids), col(EmailAccount.state).in_(SYNCABLE_STATES))
+            .with_for_update(skip_locked=True)
+        )
         with session_scope(self.deps.db) as session:
-            session.exec(
-                update(EmailAccount)
-                .where(col(EmailAccount.id).in_(account_ids), col(EmailAccount.state).in_(SYNCABLE_STATES))
-                .values(next_sync_at=utcnow())
-            )
+            session.exec(update(EmailAccount).where(col(EmailAccount.id).in_(unlocked)).values(next_sync_at=utcnow()))

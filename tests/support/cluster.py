@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sqlalchemy import Engine, text
+from sqlalchemy.exc import OperationalError
 
 from flows.accounts import AccountDraft, add_account
 from models.secrets import SecretBox
@@ -161,9 +162,13 @@ def request_sync_now_all(db: Engine) -> None:
     from models.db import session_scope
 
     with session_scope(db) as session:
-        for account in account_queries.list_accounts(session):
-            assert account.id is not None
-            account_queries.request_sync_now(session, account_id=account.id)
+        ids = [a.id for a in account_queries.list_accounts(session) if a.id is not None]
+    for account_id in ids:
+        try:
+            with session_scope(db) as session:
+                account_queries.request_sync_now(session, account_id=account_id)
+        except OperationalError:  # its row is locked by a frozen worker (lock_timeout): as a person, try later
+            continue
 
 
 def mailbox_uids(dovecot: DovecotServer, user: str) -> int:
