@@ -56,13 +56,27 @@ def clock_holder(db: Engine) -> dict[str, str] | None:
     return {"owner": str(name).removeprefix("emailsync-clock:"), "address": str(addr or "local"), "since": str(since)}
 
 
+class _Collect:
+    """A dispatcher that only notes the accounts (the fenced tick queues them after its transaction)."""
+
+    def __init__(self, into: list[int]) -> None:
+        self.into = into
+
+    def dispatch(self, account_id: int) -> None:
+        self.into.append(account_id)
+
+    def shutdown(self, *, interrupt: bool = False) -> None:
+        """Nothing runs here."""
+
+
 class _FencedClock(Clock):
     """The tick and the pruning, run in the session that holds the clock lock, one at a time."""
 
     def __init__(self, election: ElectedClock, deps: EngineDeps, dispatcher: ProcrastinateDispatcher) -> None:
+        self.claimed: list[int] = []
         super().__init__(
             deps,
-            dispatcher,
+            _Collect(self.claimed),  # claims are collected in the session, queued after it lets go of the connection
             tick_seconds=election.tick_seconds,
             retention=election.retention,
             guard=self._holds_lock,
@@ -77,14 +91,22 @@ class _FencedClock(Clock):
         return held
 
     def tick(self) -> list[int]:
+        begun = time.time()
         with self.election.connection_use:
-            begun = time.time()
+            self.claimed.clear()
             claimed = super().tick()
-            if self.last_guarded:
-                # Marks with wall-clock times and owner: operators (and the takeover test) see who ticked when.
-                log.info(
-                    "tick owner=%s begun=%.6f ended=%.6f claimed=%d", self.deps.owner, begun, time.time(), len(claimed)
-                )
+        # Queued outside the dedicated connection's lock: a slow queue must not keep the check from it
+        # (the server ends that session when it stays idle for several clock periods).
+        for account_id in claimed:
+            try:
+                self.procrastinate.dispatch(account_id)
+            except Exception:  # this account waits for the claim hold; the others are queued now
+                log.warning("account %s: queueing its sync failed", account_id, exc_info=True)
+        if self.last_guarded:
+            # Marks with wall-clock times and owner: operators (and the takeover test) see who ticked when.
+            log.info(
+                "tick owner=%s begun=%.6f ended=%.6f claimed=%d", self.deps.owner, begun, time.time(), len(claimed)
+            )
         return claimed
 
     def prune(self) -> Pruned:
@@ -139,7 +161,7 @@ class ElectedClock:
         """Stop ticking and give the lock back (closing the dedicated connection)."""
         self._stop.set()
         self._thread.join(timeout=30)
-        self._resign("stopping")
+        self._resign("stopping", wait=True)  # a tick under way finishes (it is short) before the queue closes
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -215,10 +237,13 @@ class ElectedClock:
             return False
         return held
 
-    def _resign(self, why: str) -> None:
+    def _resign(self, why: str, *, wait: bool = False) -> None:
         clock, self._clock = self._clock, None
         if clock is not None:
-            clock.halt()
+            if wait:
+                clock.stop()
+            else:
+                clock.halt()  # the connection is gone: a tick stuck on it must not hold up the next leader
             log.warning("clock: %s stops ticking (%s)", self.deps.owner, why)
         engine, self._engine = self._engine, None
         if engine is not None:

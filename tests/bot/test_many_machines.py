@@ -20,6 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
+from flows.doctor import backend_checks
 from models.clock import utcnow
 from models.db import make_engine
 from models.secrets import SecretBox
@@ -210,6 +211,7 @@ def test_procrastinate_workers_and_clocks(tmp_path, dovecot, pg_url):
         # 4. The clock process killed: the other takes over; two ticks never run at once.
         leader = max(clocks, key=lambda c: max((t[2] for t in _ticks_of(cluster, c)), default=0.0))
         standby = next(c for c in clocks if c is not leader)
+        assert f":{leader.proc.pid} " in _doctor_clock(db), _doctor_clock(db)  # doctor names the holder
         leader.proc.kill()
         leader.killed_at = time.time()
         leader.proc.wait()
@@ -219,6 +221,9 @@ def test_procrastinate_workers_and_clocks(tmp_path, dovecot, pg_url):
             "the standby clock to take over",
             cluster.logs,
         )
+        wait_for(
+            lambda: f":{standby.proc.pid} " in _doctor_clock(db), WAIT, "doctor to name the new clock", cluster.logs
+        )
         ticks = sorted(cluster.ticks(), key=lambda t: t[1])
         assert len({t[0] for t in ticks}) >= 2, ticks[-5:]
         for a, b in itertools.pairwise(ticks):
@@ -226,7 +231,10 @@ def test_procrastinate_workers_and_clocks(tmp_path, dovecot, pg_url):
         _all_sync_again(db, cluster, accounts, "after the clock moved")
 
         print(f"{time.monotonic() - began:.1f} s")
-        # SIGTERM: every remaining process finishes its batch, commits and exits (within 20 s).
+        # SIGTERM in the middle of syncs: every remaining process finishes its batch, commits and exits (20 s).
+        request_sync_now_all(db)
+        _append_some(dovecot, list(accounts.values()), 10)
+        wait_for(lambda: bool(_leases_of(db, w3.proc.pid)), WAIT, "worker3 to hold a lease", cluster.logs)
         for w in cluster.workers:
             if w.proc.poll() is None:
                 began = time.monotonic()
@@ -239,6 +247,11 @@ def test_procrastinate_workers_and_clocks(tmp_path, dovecot, pg_url):
     finally:
         cluster.kill_all()
         db.dispose()
+
+
+def _doctor_clock(db: Engine) -> str:
+    checks = {c["name"]: c for c in backend_checks(db, "procrastinate", stall_seconds=3)}
+    return str(checks["clock"]["detail"]) + " "
 
 
 def _ticks_of(cluster: Cluster, worker) -> list[tuple[str, float, float]]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -49,9 +50,12 @@ class Worker:
             try:
                 return self.proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
+                self.proc.send_signal(signal.SIGABRT)  # PYTHONFAULTHANDLER: every thread's stack into the log
+                time.sleep(2)
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"{self.name} did not stop within 30 s after SIGTERM") from None
+                tail = self.text()[-6000:]
+                raise AssertionError(f"{self.name} did not stop within 30 s after SIGTERM\n{tail}") from None
         return self.proc.returncode
 
 
@@ -68,7 +72,7 @@ class Cluster:
         log = self.workdir / f"{name}.log"
         proc = subprocess.Popen(
             [sys.executable, "-m", "bot", "worker", *args],
-            env={**self.env, "PYTHONPATH": str(REPO)},
+            env={**self.env, "PYTHONPATH": str(REPO), "PYTHONFAULTHANDLER": "1"},
             cwd=self.env["EMAILSYNC_DATA_DIR"],
             stdout=log.open("wb"),
             stderr=subprocess.STDOUT,
