@@ -160,13 +160,14 @@ def make_accounts(
     return made
 
 
-def request_sync_now_all(db: Engine) -> None:
-    """Press "Sync now" on every account (due now; remembered when a run is going on)."""
+def request_sync_now_all(db: Engine, only: set[int] | None = None) -> None:
+    """Press "Sync now" on every account, or on ``only`` (due now; remembered when a run is going on)."""
     from models import accounts as account_queries
     from models.db import session_scope
 
     with session_scope(db) as session:
         ids = [a.id for a in account_queries.list_accounts(session) if a.id is not None]
+    ids = [i for i in ids if only is None or i in only]
     for account_id in ids:
         try:
             with session_scope(db) as session:
@@ -195,14 +196,9 @@ def stored(db: Engine) -> dict[int, tuple[int, int]]:
 
 
 def synced_since(db: Engine, since: dt.datetime) -> set[int]:
-    """Accounts whose last completed sync ended after ``since`` and that are idle now (active, no lease)."""
+    """Accounts whose last completed run ended after ``since`` (a run that began later stored all mail up to then)."""
     with db.connect() as conn:
-        rows = conn.execute(
-            text(
-                "SELECT id, last_synced_at FROM email_account WHERE state = 'active' AND lease_owner IS NULL"
-                " AND last_synced_at IS NOT NULL"
-            )
-        ).all()
+        rows = conn.execute(text("SELECT id, last_synced_at FROM email_account WHERE last_synced_at IS NOT NULL")).all()
     out = set()
     for account_id, at in rows:
         at = at if isinstance(at, dt.datetime) else dt.datetime.fromisoformat(str(at))
