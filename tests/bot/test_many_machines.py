@@ -233,6 +233,20 @@ def test_procrastinate_workers_and_clocks(tmp_path, dovecot, pg_url):
         wait_for(
             lambda: f":{standby.proc.pid} " in _doctor_clock(db), WAIT, "doctor to name the new clock", cluster.logs
         )
+        # The clock's own connection cut (a database failover, a proxy restart): it stops ticking at once
+        # and competes again; being the only --clock left, it wins again.
+        elections = standby.text().count("clock: elected")
+        with db.connect() as conn:
+            cut = conn.execute(
+                text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name LIKE :name"),
+                {"name": f"emailsync-clock:%:{standby.proc.pid}"},
+            ).scalar()
+            conn.commit()
+        assert cut == 1
+        wait_for(
+            lambda: standby.text().count("clock: elected") > elections, WAIT, "the clock elected again", cluster.logs
+        )
+        assert "stops ticking (lost the connection that holds the clock lock)" in standby.text()
         ticks = sorted(cluster.ticks(), key=lambda t: t[1])
         assert len({t[0] for t in ticks}) >= 2, ticks[-5:]
         for a, b in itertools.pairwise(ticks):
