@@ -41,6 +41,7 @@ class DoctorContext:
     timeout: float
     outbound: OutboundPolicy = STRICT_POLICY
     oauth: OAuthProviders | None = None
+    stall_seconds: float = 60.0  # procrastinate: a job whose worker is silent this long is stalled
 
 
 Check = Callable[[DoctorContext], list[CheckResult]]
@@ -59,7 +60,7 @@ def run_checks(ctx: DoctorContext, *, extra: Sequence[Check] = ()) -> list[Check
     for check in (secret_key_check, backend_check, *extra, public_url_check, sign_in_check):
         checks += check(ctx)
     if usable and schema_revision(ctx.db) == HEAD_REVISION:
-        checks += idle_watch_check(ctx) + account_checks(ctx)
+        checks += clock_checks(ctx) + idle_watch_check(ctx) + account_checks(ctx)
     return checks
 
 
@@ -97,7 +98,7 @@ def backend_check(ctx: DoctorContext) -> list[CheckResult]:
     """Which backend runs syncs."""
     what = {
         "local": "local (the worker's scheduler and thread pool)",
-        "procrastinate": "procrastinate (PostgreSQL job queue)",
+        "procrastinate": "procrastinate (PostgreSQL job queue; workers on many machines)",
     }
     return [{"name": "backend", "ok": True, "detail": what.get(ctx.backend, ctx.backend)}]
 
@@ -190,4 +191,34 @@ def sign_in_checks(oauth: OAuthProviders) -> list[dict[str, Any]]:
         partial = reason.endswith(" is not set")
         name = f"sign in with {provider_name.capitalize()}"
         checks.append({"name": name, "ok": not partial, "detail": f"off: {reason}"})
+    return checks
+
+
+def clock_checks(ctx: DoctorContext) -> list[CheckResult]:
+    """On procrastinate: who holds the clock, and which jobs are stalled (the local backend has neither)."""
+    if ctx.backend != "procrastinate":
+        return []
+    from procrastinate import sql
+
+    from sync.clock_election import clock_holder
+    from sync.procrastinate_backend import TASK_NAME
+
+    checks: list[CheckResult] = []
+    holder = clock_holder(ctx.db)
+    if holder is None:
+        detail = "nobody holds it: nothing ticks; start `emailsync worker --clock` on at least one machine"
+        checks.append({"name": "clock", "ok": False, "detail": detail})
+    else:
+        detail = f"held by {holder['owner']} ({holder['address']}, connected since {holder['since']})"
+        checks.append({"name": "clock", "ok": True, "detail": detail})
+    with ctx.db.connect() as conn:
+        params = {"queue": None, "task_name": TASK_NAME, "seconds_since_heartbeat": ctx.stall_seconds}
+        rows = conn.exec_driver_sql(sql.queries["select_stalled_jobs_by_heartbeat"], params).all()
+    stalled = [f"job {r.id} (account {r.args.get('account_id')}, worker {r.worker_id})" for r in rows]
+    detail = (
+        "none"
+        if not stalled
+        else f"{', '.join(stalled[:10])}: the clock finishes them as failed within EMAILSYNC_CLOCK_SECONDS"
+    )
+    checks.append({"name": "stalled jobs", "ok": not stalled, "detail": detail})
     return checks
