@@ -198,21 +198,26 @@ def clock_checks(ctx: DoctorContext) -> list[CheckResult]:
     """On procrastinate: who holds the clock, and which jobs are stalled (the local backend has neither)."""
     if ctx.backend != "procrastinate":
         return []
+    return procrastinate_checks(ctx.db, stall_seconds=ctx.stall_seconds)
+
+
+def procrastinate_checks(db: Engine, *, stall_seconds: float) -> list[CheckResult]:
+    """Who holds the elected clock, and which sync jobs are stalled."""
     from procrastinate import sql
 
     from sync.clock_election import clock_holder
     from sync.procrastinate_backend import TASK_NAME
 
     checks: list[CheckResult] = []
-    holder = clock_holder(ctx.db)
+    holder = clock_holder(db)
     if holder is None:
         detail = "nobody holds it: nothing ticks; start `emailsync worker --clock` on at least one machine"
         checks.append({"name": "clock", "ok": False, "detail": detail})
     else:
         detail = f"held by {holder['owner']} ({holder['address']}, connected since {holder['since']})"
         checks.append({"name": "clock", "ok": True, "detail": detail})
-    with ctx.db.connect() as conn:
-        params = {"queue": None, "task_name": TASK_NAME, "seconds_since_heartbeat": ctx.stall_seconds}
+    with db.connect() as conn:
+        params = {"queue": None, "task_name": TASK_NAME, "seconds_since_heartbeat": stall_seconds}
         rows = conn.exec_driver_sql(sql.queries["select_stalled_jobs_by_heartbeat"], params).all()
     stalled = [f"job {r.id} (account {r.args.get('account_id')}, worker {r.worker_id})" for r in rows]
     detail = (

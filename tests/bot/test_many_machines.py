@@ -20,7 +20,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, text
 
-from flows.doctor import backend_checks
+from flows.doctor import procrastinate_checks
 from models.clock import utcnow
 from models.db import make_engine
 from models.secrets import SecretBox
@@ -274,7 +274,7 @@ def test_procrastinate_workers_and_clocks(tmp_path, dovecot, pg_url):
 
 
 def _doctor_clock(db: Engine) -> str:
-    checks = {c["name"]: c for c in backend_checks(db, "procrastinate", stall_seconds=3)}
+    checks = {c["name"]: c for c in procrastinate_checks(db, stall_seconds=3)}
     return str(checks["clock"]["detail"]) + " "
 
 
