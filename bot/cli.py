@@ -379,16 +379,23 @@ def _check_slack_token(services: Services) -> None:
 
 
 @app.command("worker")
-def worker_command() -> None:
-    """Run the sync scheduler alone, until SIGINT or SIGTERM.
+def worker_command(
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", min=1, max=64, help="syncs at once in this process (default EMAILSYNC_WORKERS)"
+    ),
+    clock: bool = typer.Option(
+        False, "--clock", help="procrastinate backend: compete to be the one clock that ticks (local always ticks)"
+    ),
+) -> None:
+    """Run syncs, IDLE watches and (with the local backend, or --clock) the scheduler tick until SIGINT or SIGTERM.
 
-    The scheduler tick, the sync pool and the weekly digest; `serve` starts one itself.
+    `serve` starts one itself on the local backend; on the procrastinate backend run any number of them.
     """
     from bot.worker import run_worker, stop_on_signals
 
     services = _services(log_level=logging.INFO)
     _check_slack_token(services)
-    run_worker(services, stop_on_signals())
+    run_worker(services, stop_on_signals(), concurrency=concurrency, clock=clock)
 
 
 @app.command("serve")
@@ -515,6 +522,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="every check as JS
         timeout=settings.imap_timeout,
         outbound=settings.outbound_policy,
         oauth=services.oauth,
+        stall_seconds=settings.stall_seconds,
     )
     checks = run_checks(context, extra=[lambda _ctx: slack_checks(settings)])
     ok = all(c["ok"] for c in checks)

@@ -209,6 +209,13 @@ def serve(services: Services) -> None:
     async def worker_process(_app: Starlette) -> AsyncIterator[None]:
         # Started and stopped by the ASGI lifespan: uvicorn re-raises SIGTERM after its shutdown, so a
         # `finally` after uvicorn.run() would never run and the worker would outlive serve.
+        if services.settings.backend != "local":
+            # Many machines: workers (and the elected clock) are `emailsync worker` processes; serve never ticks.
+            log.info("backend %s: serve runs no worker and no tick", services.settings.backend)
+            yield
+            if socket_handler is not None:
+                socket_handler.close()
+            return
         worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())
         log.info("started worker process %s", worker.pid)
         try:
