@@ -10,10 +10,10 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import ids
-from bot.listeners.find import find_answer
-from bot.listeners.send import open_compose
-from bot.listeners.setup import start_and_open
-from bot.slack_app import SlackDeps
+from bot.actions.find import find_answer
+from bot.actions.send import open_compose
+from bot.actions.setup import start_and_open
+from bot.deps import SlackDeps
 from bot.views import messages
 from bot.views.blocks import escape
 from flows import lifecycle
