@@ -132,3 +132,8 @@ def problem_page(request: Request, reason: str) -> Response:
     title, text = LINK_PROBLEMS[reason]
     status = 410 if reason in ("expired", "used", "locked") else 404
     return templates.TemplateResponse(request, "link_problem.html", {"title": title, "text": text}, status_code=status)
+
+
+def done_page(request: Request, *, email: str, purpose: str, moved: str) -> Response:
+    """The success page: names the mailbox and says what happens next in Slack (`moved` is where Slack was told)."""
+    return templates.TemplateResponse(request, "done.html", {"email": email, "purpose": purpose, "moved": moved})

@@ -23,11 +23,11 @@ from bot.connect_form import (
     FORM_LIMITS,
     blank_form,
     busy_error,
+    done_page,
     echo,
     problem_page,
     render_form,
     sync_error,
-    templates,
 )
 from bot.deps import SlackDeps
 from bot.signin_page import routes as sign_in_routes
@@ -216,7 +216,7 @@ def routes(deps: SlackDeps) -> list[Route]:
         except SyncError as exc:
             return await again(400, sync_error(exc), show_advanced=True)
         moved = await run_in_threadpool(tell_slack_connected, deps, state)
-        return templates.TemplateResponse(request, "done.html", {"email": state.draft.email, "moved": moved})
+        return done_page(request, email=state.draft.email or "", purpose=state.purpose, moved=moved)
 
     return [
         Route("/connect/{token}", page, methods=["GET"]),

@@ -25,6 +25,7 @@ from bot.connect_form import (
     FORM_LIMITS,
     blank_form,
     busy_error,
+    done_page,
     echo,
     problem_page,
     render_form,
@@ -219,7 +220,7 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
         except SyncError as exc:
             return await again(400, sync_error(exc))
         moved = await run_in_threadpool(tell_slack_connected, deps, state)
-        response = templates.TemplateResponse(request, "done.html", {"email": signed_in.email, "moved": moved})
+        response = done_page(request, email=signed_in.email, purpose=state.purpose, moved=moved)
         response.delete_cookie(BROWSER_COOKIE, path="/oauth")
         return response
 

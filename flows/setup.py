@@ -321,11 +321,17 @@ def store_connection(
                 raise FieldError("email", f"This link reconnects {account.email}; sign in with that address.")
             for name, value in fields.items():
                 setattr(account, name, value)
-            # The last error stays until a sync succeeds: that success is what tells the person "recovered".
+            # The last error stays until a sync succeeds (the engine logs the recovery then), but the person
+            # hears of it once, from the reconnect's own message: the error is marked as no longer told, so
+            # that sync stays silent and a new failure after it is told again.
             account.state = "active"
             account.failures = 0
             account.next_sync_at = utcnow()
+            account.error_notified_code = account.error_notified_at = None
             session.add(account)
+            draft = SetupDraft.from_json(row.draft)
+            draft.email = account.email  # the page and the message name the mailbox
+            row.draft = draft.to_json()
         else:
             existing = account_queries.find_account_by_email(
                 session, team_id=row.team_id, user_id=row.user_id, email=email

@@ -68,9 +68,7 @@ def tell_slack_connected(deps: SlackDeps, state: SetupState) -> str:
 def _advance_after_connect(deps: SlackDeps, state: SetupState) -> str:
     client = client_for_team(deps, state.team_id)  # outside a Slack request: the team's own (fresh) token
     if state.purpose == "reconnect":
-        post_dm(
-            client, state.user_id, {"text": "Your mailbox is reconnected with every setting kept; it syncs again now."}
-        )
+        post_dm(client, state.user_id, views.reconnected_message(state.draft.email or "Your mailbox"))
         publish_home(deps.services.db, client, state.team_id, state.user_id)
         return "dm"
     if state.view_id:
