@@ -32,14 +32,13 @@ from bot.connect_form import (
 from bot.deps import SlackDeps
 from bot.signin_page import routes as sign_in_routes
 from bot.tokens import client_for_team
+from flows import lifecycle
 from flows import setup as setup_flow
+from flows import team as team_flow
 from flows.accounts import FieldError
 from flows.connect_limits import TooManyAttempts
 from flows.providers import guess_servers, mail_provider
 from flows.setup import ConnectForm, LinkProblem, SetupState
-from models import accounts as account_queries
-from models import installations as installation_queries
-from models.db import session_scope
 from sync.errors import SyncError
 
 log = logging.getLogger(__name__)
@@ -88,9 +87,7 @@ class SlackNames:
     def _fetch(self, team_id: str, user_id: str) -> tuple[ConnectingFor, bool]:
         workspace: str | None = None
         person: str | None = None
-        with session_scope(self.deps.services.db, readonly=True) as session:
-            installed = installation_queries.find_latest(session, enterprise_id=None, team_id=team_id)
-            workspace = installed.team_name if installed is not None else None
+        workspace = team_flow.workspace_name(self.deps.services.db, team_id=team_id)
         try:
             client = client_for_team(self.deps, team_id)
             # A client of its own: a short timeout and no waiting out rate limits (the ids will do).
@@ -237,11 +234,10 @@ def _lead(deps: SlackDeps, email: str) -> dict[str, str] | None:
 
 def _reconnect_hint(deps: SlackDeps, account_id: int) -> tuple[str, dict[str, str] | None]:
     """A reconnect's address, and the sign-in to lead with (the one it used, else its domain's)."""
-    with session_scope(deps.services.db, readonly=True) as session:
-        account = account_queries.get_account(session, account_id)
-        if account is None:
-            return "", None
-        email, provider_name = account.email, account.oauth_provider if account.auth_kind == "oauth" else None
+    identity = lifecycle.reconnect_identity(deps.services.db, account_id)
+    if identity is None:
+        return "", None
+    email, provider_name = identity
     provider = deps.services.oauth.get(provider_name) if provider_name else None
     if provider is not None:
         return email, {

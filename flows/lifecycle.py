@@ -83,6 +83,42 @@ def summaries(db: Engine, *, team_id: str, user_id: str) -> list[AccountSummary]
         return out
 
 
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What `/emailsync sync|pause|resume` did to one of the person's mailboxes."""
+
+    email: str
+    done: bool  # False: refused, and `refusal` says why
+    queued: bool = False  # sync only: a sync is running and this one follows it
+    refusal: str = ""
+
+
+BULK_ACTIONS = ("sync", "pause", "resume")
+
+
+def for_each_account(db: Engine, action: str, *, team_id: str, user_id: str) -> list[BulkOutcome]:
+    """Sync, pause or resume every mailbox of one person (mailboxes being set up or disconnected are left out)."""
+    if action not in BULK_ACTIONS:
+        raise ValueError(f"unknown action {action!r}; expected one of {', '.join(BULK_ACTIONS)}")
+    outcomes = []
+    for account in summaries(db, team_id=team_id, user_id=user_id):
+        if account.state in ("disconnected", "connecting"):
+            continue
+        try:
+            queued = False
+            if action == "sync":
+                queued = sync_now(db, account.id, team_id=team_id, user_id=user_id)
+            elif action == "pause":
+                pause(db, account.id, team_id=team_id, user_id=user_id)
+            else:
+                resume(db, account.id, team_id=team_id, user_id=user_id)
+        except FieldError as exc:
+            outcomes.append(BulkOutcome(account.email, done=False, refusal=exc.message))
+        else:
+            outcomes.append(BulkOutcome(account.email, done=True, queued=queued))
+    return outcomes
+
+
 def sync_now(db: Engine, account_id: int, *, team_id: str, user_id: str) -> bool:
     """Make the account due now; True when a sync is running and this one will follow it."""
     with session_scope(db) as session:
@@ -185,6 +221,15 @@ def widen_window(
             account.next_sync_at = utcnow()
         session.add(account)
         return new_start
+
+
+def reconnect_identity(db: Engine, account_id: int) -> tuple[str, str | None] | None:
+    """The address a reconnect link is for and the sign-in provider it used (None: a password), if it exists."""
+    with session_scope(db, readonly=True) as session:
+        account = account_queries.get_account(session, account_id)
+        if account is None:
+            return None
+        return account.email, account.oauth_provider if account.auth_kind == "oauth" else None
 
 
 def reconnect(db: Engine, account_id: int, *, team_id: str, user_id: str) -> tuple[SetupState, str]:
