@@ -7,15 +7,16 @@ from typing import Any
 
 from bot.views.blocks import escape, section
 from flows.lifecycle import AccountSummary
+from models.states import AccountState
 
 STATE_LABELS = {
-    "connecting": "setting up",
-    "active": "active",
-    "syncing": "syncing",
-    "paused": "paused",
-    "needs_reauth": "needs you to reconnect",
-    "error": "retrying after an error",
-    "disconnected": "disconnected",
+    AccountState.CONNECTING: "setting up",
+    AccountState.ACTIVE: "active",
+    AccountState.SYNCING: "syncing",
+    AccountState.PAUSED: "paused",
+    AccountState.NEEDS_REAUTH: "needs you to reconnect",
+    AccountState.ERROR: "retrying after an error",
+    AccountState.DISCONNECTED: "disconnected",
 }
 
 HELP = (
