@@ -21,9 +21,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.connect_page import routes as connect_routes
+from bot.deps import SlackDeps, make_web_client, oauth_enabled
 from bot.services import Services, log_sign_in_providers
 from bot.settings import Settings
-from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client, oauth_enabled
+from bot.slack_app import SlackHttpRequest, build_bolt_app
+from bot.tokens import client_for_team
+from bot.tracking import routes as tracking_routes
 from bot.web_limits import (
     WebLimits,
     content_security_policy,
@@ -73,8 +77,6 @@ def create_app(
     pages = [path.read_text(encoding="utf-8") for path in sorted(TEMPLATES_DIR.glob("*.html"))]
     images: list[str] = []
     if slack is not None:
-        from bot.connect_page import routes as connect_routes
-
         app = bolt or build_bolt_app(slack)
         signing_secret = services.settings.slack_signing_secret or ""
 
@@ -124,9 +126,6 @@ def create_app(
             ]
             images.append(SLACK_BUTTON_IMAGES)
         routes += connect_routes(slack)
-        from bot.tokens import client_for_team
-        from bot.tracking import routes as tracking_routes
-
         routes += tracking_routes(services, slack.public_base_url, lambda team_id: client_for_team(slack, team_id))
     settings = services.settings
     # The sign-in buttons' POST is redirected to the provider: its origin must be a form target too.
