@@ -13,7 +13,7 @@ import typer
 
 from bot.services import Services, build_services
 from bot.settings import ConfigError, load_settings
-from bot.worker import run_worker, stop_on_signals
+from bot.worker import MetricsPortUnavailable, run_worker, stop_on_signals
 from flows import accounts as account_flows
 from flows import contacts as contact_flows
 from flows.export import export_messages
@@ -280,10 +280,18 @@ def sync_command(
 
 
 @app.command("worker")
-def worker_command() -> None:
+def worker_command(
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz on this port (on HOST)"
+    ),
+    metrics_host: str | None = typer.Option(None, "--metrics-host", hidden=True),  # serve's child: loopback
+) -> None:
     """Run the scheduler tick and the sync pool until SIGINT or SIGTERM."""
     services = _services(log_level=logging.INFO)
-    run_worker(services, stop_on_signals())
+    try:
+        run_worker(services, stop_on_signals(), metrics_port=metrics_port, metrics_host=metrics_host)
+    except MetricsPortUnavailable as exc:
+        _fail(str(exc), EXIT_USAGE)
 
 
 @app.command("serve")

@@ -21,6 +21,7 @@ from starlette.templating import Jinja2Templates
 
 from bot.connect_attempts import AlreadyRunning, Busy, ConnectAttempts, Overdue
 from bot.slack_app import SlackDeps
+from bot.slack_metrics import CountingRetryHandler
 from flows import setup as setup_flow
 from flows.accounts import FieldError
 from flows.connect_limits import TooManyAttempts
@@ -107,7 +108,12 @@ class SlackNames:
         try:
             client = client_for_team(self.deps, team_id)
             # A client of its own: a short timeout and no waiting out rate limits (the ids will do).
-            quick = WebClient(token=client.token, base_url=client.base_url, timeout=SLACK_LOOKUP_TIMEOUT)
+            quick = WebClient(
+                token=client.token,
+                base_url=client.base_url,
+                timeout=SLACK_LOOKUP_TIMEOUT,
+                retry_handlers=[CountingRetryHandler()],  # counted in /metrics, never retried
+            )
             if not workspace:
                 workspace = quick.auth_test().get("team") or None
             person = _person_name(quick.users_info(user=user_id).get("user") or {})

@@ -21,6 +21,7 @@ from slack_sdk.oauth.installation_store import InstallationStore
 
 from bot.services import Services
 from bot.settings import Settings
+from bot.slack_metrics import CountingRetryHandler
 from sync.imap_session import SslContextFactory, default_ssl_context
 from sync.notifier import Notifier
 
@@ -42,11 +43,13 @@ class SlackDeps:
 
 
 def make_web_client(settings: Settings, token: str | None = None) -> WebClient:
-    """A Web API client at SLACK_API_URL that waits out 429s as Slack's Retry-After asks."""
+    """A Web API client at SLACK_API_URL that waits out 429s as Slack's Retry-After asks, its calls counted."""
     return WebClient(
         token=token or settings.slack_bot_token or None,
         base_url=settings.slack_api_url,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=3)],
+        # The counter first: slack_sdk asks the handlers in order after every answer and stops at the
+        # first that retries, so a handler placed after the retrying one would miss the 429s.
+        retry_handlers=[CountingRetryHandler(), RateLimitErrorRetryHandler(max_retry_count=3)],
         timeout=15,
     )
 
@@ -189,12 +192,14 @@ def slack_notifier(services: Services) -> Notifier | None:
     settings = services.settings
     if not (settings.slack_bot_token or settings.slack_client_id):
         return None
-    from bot.listeners.home import publish_home
+    from bot.listeners.home import build_home
     from bot.notifier import SlackNotifier
     from bot.tokens import client_for_team
 
     return SlackNotifier(
         services.db,
         lambda team_id: client_for_team(services, team_id),
-        publish_home=lambda client, team_id, user_id: publish_home(services.db, client, team_id, user_id),
+        build_home=lambda team_id, user_id: build_home(services.db, team_id, user_id),
+        home_every_seconds=settings.home_publish_seconds,
+        drain_seconds=settings.slack_drain_seconds,
     )

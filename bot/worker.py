@@ -7,13 +7,24 @@ import logging
 import signal
 import threading
 
+from bot.metrics_server import MetricsServer
 from bot.services import Services
 from sync.scheduler import Clock, LocalDispatcher, Retention
 
 
-def run_worker(services: Services, stop: threading.Event) -> None:
-    """Run the scheduler tick, the sync pool and the weekly digest until ``stop`` is set, then stop them."""
+class MetricsPortUnavailable(Exception):
+    """The --metrics-port cannot be bound (taken, or not allowed)."""
+
+
+def run_worker(
+    services: Services, stop: threading.Event, *, metrics_port: int | None = None, metrics_host: str | None = None
+) -> None:
+    """Run the scheduler tick, the sync pool and the weekly digest until ``stop`` is set, then stop them.
+
+    With ``metrics_port``, /metrics and /healthz are served there (on ``metrics_host``, else HOST).
+    """
     settings = services.settings
+    metrics = start_metrics_server(services, metrics_host or settings.host, metrics_port) if metrics_port else None
     from bot.slack_app import slack_notifier
 
     services.notifier = slack_notifier(services) or services.notifier
@@ -38,6 +49,26 @@ def run_worker(services: Services, stop: threading.Event) -> None:
         clock.stop()
         # A slice stuck on a server that drips or stays silent would hold the stop for its whole deadline.
         dispatcher.shutdown(interrupt=True)
+        close = getattr(services.notifier, "close", None)
+        if close is not None:
+            close()  # the Slack outbox: what the last slices queued is sent, within EMAILSYNC_SLACK_DRAIN_SECONDS
+        if metrics is not None:
+            metrics.stop()
+
+
+def start_metrics_server(services: Services, host: str, port: int) -> MetricsServer:
+    """The worker's /metrics and /healthz, started."""
+    from bot.health import clock_max_age, health_report
+
+    max_age = clock_max_age(services.settings.tick_seconds)
+    try:
+        server = MetricsServer(host, port, lambda: health_report(services.db, max_age)).start()
+    except OSError as exc:
+        raise MetricsPortUnavailable(
+            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another --metrics-port"
+        ) from None
+    logging.getLogger("emailsync").info("metrics on http://%s:%s/metrics", host, server.port)
+    return server
 
 
 def stop_on_signals() -> threading.Event:

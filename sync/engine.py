@@ -44,6 +44,7 @@ from sync.imap_session import (
     fetch_uid_range,
     imap_session,
 )
+from sync.metrics import count_stored
 from sync.notifier import Notifier, RunReport
 from sync.oauth import OAuthProviders
 from sync.oauth_tokens import TokenKeeper
@@ -626,6 +627,7 @@ class _AccountSync:
             self.run_row.skipped += batch.skipped
             self.run_row.failed_messages += sum(1 for c in batch.stored if c.failed)
             account_queries.save_run_counts(session, self.run_row)
+        count_stored(len(pks))  # after the commit: only what is really in the database
         self._after_commit()
 
     def _candidate(self, uid: int, data: dict[bytes, Any]) -> _Candidate:
