@@ -282,14 +282,21 @@ def sync_command(
 @app.command("worker")
 def worker_command(
     metrics_port: int | None = typer.Option(
-        None, "--metrics-port", min=0, max=65535, help="Serve /metrics and /healthz on this port (on HOST)"
+        None, "--metrics-port", min=1, max=65535, help="Serve /metrics and /healthz on this port (on HOST)"
     ),
-    metrics_host: str | None = typer.Option(None, "--metrics-host", hidden=True),  # serve's child: loopback
+    metrics_fd: int | None = typer.Option(None, "--metrics-fd", hidden=True),  # serve's child: a socket it made
 ) -> None:
     """Run the scheduler tick and the sync pool until SIGINT or SIGTERM."""
     services = _services(log_level=logging.INFO)
+    from bot.metrics_server import MetricsListen
+
+    metrics = None
+    if metrics_fd is not None:
+        metrics = MetricsListen(host="", port=0, fd=metrics_fd)
+    elif metrics_port is not None:
+        metrics = MetricsListen(host=services.settings.host, port=metrics_port)
     try:
-        run_worker(services, stop_on_signals(), metrics_port=metrics_port, metrics_host=metrics_host)
+        run_worker(services, stop_on_signals(), metrics=metrics)
     except MetricsPortUnavailable as exc:
         _fail(str(exc), EXIT_USAGE)
 

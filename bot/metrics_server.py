@@ -16,6 +16,7 @@ import socket
 import threading
 import urllib.request
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -29,14 +30,15 @@ log = logging.getLogger(__name__)
 Health = Callable[[], tuple[bool, dict[str, object]]]
 SCRAPE_TIMEOUT = 3.0  # seconds; Prometheus's own scrape timeout is 10 s by default
 
-__all__ = ["CONTENT_TYPE_LATEST", "MetricsServer", "free_port", "render_merged"]
+__all__ = ["CONTENT_TYPE_LATEST", "MetricsListen", "MetricsServer", "listening_socket", "render_merged"]
 
 
-def free_port(host: str) -> int:
-    """A port free on ``host`` right now (for the worker child's metrics page)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+def listening_socket(host: str) -> socket.socket:
+    """A socket listening on a free port of ``host``, for a child process to inherit and serve on."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind((host, 0))
+    sock.listen(16)
+    return sock
 
 
 class _Merged:
@@ -111,16 +113,31 @@ class _Handler(BaseHTTPRequestHandler):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], health: Health) -> None:
-        super().__init__(address, _Handler)
+    def __init__(self, where: MetricsListen, health: Health) -> None:
+        super().__init__((where.host, where.port), _Handler, bind_and_activate=where.fd is None)
+        if where.fd is not None:
+            # A socket bound and listening in the parent (serve), inherited: no port to pick, so no race.
+            self.socket.close()
+            self.socket = socket.socket(fileno=where.fd)
+            self.server_address = self.socket.getsockname()
         self.health = health
+
+
+@dataclass(frozen=True)
+class MetricsListen:
+    """Where a worker serves its metrics: host and port, or a listening socket inherited as ``fd``."""
+
+    host: str
+    port: int
+    fd: int | None = None
 
 
 class MetricsServer:
     """/metrics and /healthz of a worker process, served by a thread of its own."""
 
-    def __init__(self, host: str, port: int, health: Health) -> None:
-        self._server = _Server((host, port), health)
+    def __init__(self, where: MetricsListen, health: Health) -> None:
+        self._server = _Server(where, health)
+        self.host = str(self._server.server_address[0])
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics", daemon=True)
 

@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.health import clock_max_age, health_report
-from bot.metrics_server import CONTENT_TYPE_LATEST, free_port, render_merged
+from bot.metrics_server import CONTENT_TYPE_LATEST, listening_socket, render_merged
 from bot.services import Services, log_sign_in_providers
 from bot.settings import Settings
 from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client, oauth_enabled
@@ -208,17 +208,20 @@ def serve(services: Services) -> None:
         socket_handler = start_socket_mode(bolt, services.settings.slack_app_token)
 
     # The worker child's sync metrics reach serve's /metrics through its own metrics page on loopback
-    # (merged with a process label), not through prometheus_client's multiprocess files.
-    metrics_port = free_port(LOOPBACK)
+    # (merged with a process label), not through prometheus_client's multiprocess files. serve binds the
+    # socket and the child inherits it, so no other process can take the port in between.
+    metrics_socket = listening_socket(LOOPBACK)
+    metrics_port = metrics_socket.getsockname()[1]
 
     @asynccontextmanager
     async def worker_process(_app: Starlette) -> AsyncIterator[None]:
         # Started and stopped by the ASGI lifespan: uvicorn re-raises SIGTERM after its shutdown, so a
         # `finally` after uvicorn.run() would never run and the worker would outlive serve.
+        fd = metrics_socket.fileno()
         worker = subprocess.Popen(
-            [sys.executable, "-m", "bot", "worker", "--metrics-host", LOOPBACK, "--metrics-port", str(metrics_port)],
-            env=os.environ.copy(),
+            [sys.executable, "-m", "bot", "worker", "--metrics-fd", str(fd)], env=os.environ.copy(), pass_fds=(fd,)
         )
+        metrics_socket.close()  # the child serves it now
         log.info("started worker process %s", worker.pid)
         try:
             yield

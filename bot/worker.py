@@ -7,7 +7,7 @@ import logging
 import signal
 import threading
 
-from bot.metrics_server import MetricsServer
+from bot.metrics_server import MetricsListen, MetricsServer
 from bot.services import Services
 from sync.scheduler import Clock, LocalDispatcher, Retention
 
@@ -16,15 +16,13 @@ class MetricsPortUnavailable(Exception):
     """The --metrics-port cannot be bound (taken, or not allowed)."""
 
 
-def run_worker(
-    services: Services, stop: threading.Event, *, metrics_port: int | None = None, metrics_host: str | None = None
-) -> None:
+def run_worker(services: Services, stop: threading.Event, *, metrics: MetricsListen | None = None) -> None:
     """Run the scheduler tick, the sync pool and the weekly digest until ``stop`` is set, then stop them.
 
-    With ``metrics_port``, /metrics and /healthz are served there (on ``metrics_host``, else HOST).
+    With ``metrics``, /metrics and /healthz are served there.
     """
     settings = services.settings
-    metrics = start_metrics_server(services, metrics_host or settings.host, metrics_port) if metrics_port else None
+    metrics_server = start_metrics_server(services, metrics) if metrics is not None else None
     from bot.slack_app import slack_notifier
 
     services.notifier = slack_notifier(services) or services.notifier
@@ -52,22 +50,22 @@ def run_worker(
         close = getattr(services.notifier, "close", None)
         if close is not None:
             close()  # the Slack outbox: what the last slices queued is sent, within EMAILSYNC_SLACK_DRAIN_SECONDS
-        if metrics is not None:
-            metrics.stop()
+        if metrics_server is not None:
+            metrics_server.stop()
 
 
-def start_metrics_server(services: Services, host: str, port: int) -> MetricsServer:
+def start_metrics_server(services: Services, where: MetricsListen) -> MetricsServer:
     """The worker's /metrics and /healthz, started."""
     from bot.health import clock_max_age, health_report
 
     max_age = clock_max_age(services.settings.tick_seconds)
     try:
-        server = MetricsServer(host, port, lambda: health_report(services.db, max_age)).start()
+        server = MetricsServer(where, lambda: health_report(services.db, max_age)).start()
     except OSError as exc:
         raise MetricsPortUnavailable(
-            f"cannot serve metrics on {host}:{port} ({exc.strerror or exc}); choose another --metrics-port"
+            f"cannot serve metrics on {where.host}:{where.port} ({exc.strerror or exc}); choose another --metrics-port"
         ) from None
-    logging.getLogger("emailsync").info("metrics on http://%s:%s/metrics", host, server.port)
+    logging.getLogger("emailsync").info("metrics on http://%s:%s/metrics", server.host, server.port)
     return server
 
 
