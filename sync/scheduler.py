@@ -72,6 +72,9 @@ class LocalDispatcher:
     def _forget(self, future: Future[Outcome | None]) -> None:
         with self._lock:
             self._futures.discard(future)
+            if future.cancelled():  # shut down before its turn: it never started, so it no longer waits
+                self._waiting -= 1
+                set_queue_depth(self._waiting)
 
     def _run(self, account_id: int) -> Outcome | None:
         with self._lock:
