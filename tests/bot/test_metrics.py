@@ -194,3 +194,14 @@ def test_serve_metrics_include_the_worker_childs_sync_and_slack_calls(tmp_path, 
     text = log.read_text()
     assert code in (0, -signal.SIGTERM), text[-3000:]  # uvicorn re-raises SIGTERM once it has shut down
     assert "Traceback" not in text, text[-3000:]
+
+
+def test_serves_own_metrics_when_the_worker_child_does_not_answer():
+    from bot.metrics_server import render_merged
+
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}/metrics"
+        samples = _samples(render_merged(url).decode())
+    assert samples[("emailsync_worker_metrics_up", frozenset())] == 0
+    assert ("emailsync_queue_depth", frozenset({("process", "serve")})) in samples
