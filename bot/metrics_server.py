@@ -103,11 +103,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._answer(404, b"not found: /metrics and /healthz are served here\n", "text/plain")
 
     def _answer(self, status: int, body: bytes, content_type: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            # The scraper gave up first (serve's scrape of a child still starting times out): nothing to answer.
+            log.info("metrics: the client left before the answer")
 
 
 class _Server(ThreadingHTTPServer):
