@@ -25,7 +25,6 @@ import bisect
 import contextlib
 import datetime as dt
 import json
-import math
 import multiprocessing
 import os
 import shutil
@@ -44,6 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.report import fmt, machine, pct, say, table, write_json
+
 REPO = Path(__file__).resolve().parent.parent
 PASSWORD = "bench-pw"
 SIGNING_SECRET = "bench-signing-secret"
@@ -59,11 +60,6 @@ KINDS = ("slash", "block")
 KIND_NAMES = {"slash": "/emailsync help (slash command)", "block": "block_actions (Home: general settings)"}
 PHASES = ("idle", "busy", "tail", "after", "idle-burst", "busy-burst", "tail-burst", "after-burst")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-def say(text: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(text, file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -260,12 +256,6 @@ class PhaseCpu:
     worker_cpu_s: float | None
     machine_busy: float  # fraction of all CPUs
     loadavg: float
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
 
 
 def summary(values: Sequence[float]) -> dict[str, float] | None:
@@ -699,17 +689,7 @@ class AckBench:
 # Report
 
 
-def _fmt(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
-
-
-def pending_table(samples: list[Sample]) -> tuple[list[list[str]], dict[str, Any]]:
+def pendingtable(samples: list[Sample]) -> tuple[list[list[str]], dict[str, Any]]:
     """Ack latency grouped by how many earlier requests were still unanswered at the fake Slack."""
     groups: dict[str, list[float]] = {}
     for s in samples:
@@ -723,7 +703,9 @@ def pending_table(samples: list[Sample]) -> tuple[list[list[str]], dict[str, Any
         stats = summary(groups.get(label, []))
         out[label] = stats
         if stats:
-            rows.append([label, str(stats["n"]), _fmt(stats["p50_ms"]), _fmt(stats["p95_ms"]), _fmt(stats["max_ms"])])
+            rows.append(
+                [label, str(stats["n"]), fmt(stats["p50_ms"], 1), fmt(stats["p95_ms"], 1), fmt(stats["max_ms"], 1)]
+            )
     return rows, out
 
 
@@ -748,12 +730,12 @@ def report(bench: AckBench) -> dict[str, Any]:
                     KIND_NAMES[kind],
                     phase,
                     str(len(taken)),
-                    _fmt(ack and ack["p50_ms"]),
-                    _fmt(ack and ack["p95_ms"]),
-                    _fmt(ack and ack["max_ms"]),
-                    _fmt(answer and answer["p50_ms"]),
-                    _fmt(answer and answer["p95_ms"]),
-                    _fmt(answer and answer["max_ms"]),
+                    fmt(ack and ack["p50_ms"], 1),
+                    fmt(ack and ack["p95_ms"], 1),
+                    fmt(ack and ack["max_ms"], 1),
+                    fmt(answer and answer["p50_ms"], 1),
+                    fmt(answer and answer["p95_ms"], 1),
+                    fmt(answer and answer["max_ms"], 1),
                     str(errors),
                 ]
             )
@@ -771,9 +753,9 @@ def report(bench: AckBench) -> dict[str, Any]:
         r = ratios[kind]
         return (
             [KIND_NAMES[kind]]
-            + [_fmt(r[f"ack {busy}/{idle} {k}"], 2) for k in ("p50", "p95", "max")]
-            + [_fmt(r[f"ack {after}/{idle} p50"], 2)]
-            + [_fmt(r[f"answer {busy}/{idle} {k}"], 2) for k in ("p50", "p95")]
+            + [fmt(r[f"ack {busy}/{idle} {k}"], 2) for k in ("p50", "p95", "max")]
+            + [fmt(r[f"ack {after}/{idle} p50"], 2)]
+            + [fmt(r[f"answer {busy}/{idle} {k}"], 2) for k in ("p50", "p95")]
         )
 
     ratio_rows = [ratio_row(kind, "busy", "idle", "after") for kind in KINDS]
@@ -806,7 +788,7 @@ def report(bench: AckBench) -> dict[str, Any]:
         f"({today}, {os.cpu_count()} CPUs, load average at the end {os.getloadavg()[0]:.2f})\n"
     )
     print(
-        _table(
+        table(
             [
                 "request",
                 "phase",
@@ -823,25 +805,25 @@ def report(bench: AckBench) -> dict[str, Any]:
         )
     )
     print("\nRatios, one request at a time (busy/idle; after/idle is the machine's own drift)\n")
-    print(_table(ratio_head, ratio_rows))
+    print(table(ratio_head, ratio_rows))
     if bench.args.burst:
         print(
             f"\nRatios, bursts of {bench.args.burst} requests at once (busy-burst/idle-burst, after-burst/idle-burst)\n"
         )
-        print(_table(ratio_head, burst_rows))
+        print(table(ratio_head, burst_rows))
     print("\nCPU during each phase (busy includes its tail)\n")
     cpu_rows = [
         [
             phase,
-            _fmt(c.seconds),
-            _fmt(c.web_cpu_s and c.web_cpu_s / c.seconds * 100, 0),
-            _fmt(c.worker_cpu_s and c.worker_cpu_s / c.seconds * 100, 0),
-            _fmt(c.machine_busy * 100, 0),
-            _fmt(c.loadavg, 2),
+            fmt(c.seconds, 1),
+            fmt(c.web_cpu_s and c.web_cpu_s / c.seconds * 100, 0),
+            fmt(c.worker_cpu_s and c.worker_cpu_s / c.seconds * 100, 0),
+            fmt(c.machine_busy * 100, 0),
+            fmt(c.loadavg, 2),
         ]
         for phase, c in bench.cpu.items()
     ]
-    print(_table(["phase", "wall s", "web process %CPU", "worker %CPU", "machine busy %", "load avg"], cpu_rows))
+    print(table(["phase", "wall s", "web process %CPU", "worker %CPU", "machine busy %", "load avg"], cpu_rows))
     print("\nThe past syncs (in the worker child of serve)\n")
     run_rows = [
         [
@@ -849,25 +831,26 @@ def report(bench: AckBench) -> dict[str, Any]:
             r["kind"],
             r["status"],
             f"{r['messages']:,}",
-            _fmt(r["seconds"]),
-            _fmt(r["messages"] / r["seconds"] if r["seconds"] else None, 0),
+            fmt(r["seconds"], 1),
+            fmt(r["messages"] / r["seconds"] if r["seconds"] else None, 0),
             str(r["slices"]),
         ]
         for r in runs
     ]
-    print(_table(["mailbox", "kind", "status", "stored", "run s", "msgs/s", "slices"], run_rows))
-    pending_rows, pending = pending_table([s for s in busy if s.phase == "busy"])
+    print(table(["mailbox", "kind", "status", "stored", "run s", "msgs/s", "slices"], run_rows))
+    pending_rows, pending = pendingtable([s for s in busy if s.phase == "busy"])
     if pending_rows:
         print(
             "\nBusy acks by the earlier requests whose answer had not reached Slack yet when each was sent"
             " (their listeners still run; Bolt's default listener pool has 5 threads)\n"
         )
-        print(_table(["unanswered earlier requests", "n", "ack p50 ms", "ack p95 ms", "ack max ms"], pending_rows))
+        print(table(["unanswered earlier requests", "n", "ack p50 ms", "ack p95 ms", "ack max ms"], pending_rows))
     print(
         f"\nBusy phases: {len(busy)} requests sent while all {want} syncs were running (sync_run rows polled every"
         f" {POLL_SECONDS} s, a request counts when the looks before and after it both saw {want} running), over"
-        f" {_fmt(busy_window)} s, during which {stored_end - stored_start:,} messages were stored; {len(tail)} more"
-        f" (the tail rows) after the first sync had finished. From `account add` to the last sync done: {_fmt(span)} s."
+        f" {fmt(busy_window, 1)} s, during which {stored_end - stored_start:,} messages were stored; {len(tail)} more"
+        f" (the tail rows) after the first sync had finished."
+        f" From `account add` to the last sync done: {fmt(span, 1)} s."
     )
     if bench.worker_left_running:
         print(
@@ -894,7 +877,7 @@ def report(bench: AckBench) -> dict[str, Any]:
         "serve_left_worker_running": bench.worker_left_running,
         "busy_ack_by_unanswered": pending,
         "timeline": bench.timeline,
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_end": os.getloadavg()},
+        "machine": machine(),
         "samples": [asdict(s) for s in bench.samples],
     }
     return result
@@ -932,8 +915,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench.start()
         bench.run()
         result = report(bench)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_json(result, args.json)
     finally:
         bench.stop()
     return 0

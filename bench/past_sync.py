@@ -40,6 +40,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):  # run as a file (under cProfile): make the repo importable
+    sys.path.insert(0, str(REPO))
+
+from bench.report import fmt, machine, say, table, write_json  # noqa: E402 (after the path above)
+
 SEED = 42
 PASSWORD = "bench-pw"
 DEFAULT_MESSAGES = 10_000
@@ -48,6 +53,7 @@ SMALL_MESSAGES = 100
 SCALE_MESSAGES = 100_000
 RAW_BATCH = 500
 NO_CHANGE_RUNS = 5
+PROCESS_RUNS = 5  # whole-process figures (emailsync sync, mbsync, --help): the median of this many runs
 MONTHS_SPREAD = 18
 # Folder names use "/" as the hierarchy separator; "Projekte" becomes an (empty) folder of its own.
 FOLDERS: tuple[tuple[str, float], ...] = (
@@ -592,6 +598,7 @@ class Bench:
         self.env = _child_env()
         self.server: Any = None
         self.tools: list[ToolResult] = []
+        self.processes: list[ToolResult] = []  # whole processes, start-up included: the command line's figures
         self.sizes: list[SizeResult] = []
         self.mailbox_info: dict[str, Any] = {}
 
@@ -815,6 +822,82 @@ class Bench:
             cpu_s=m.cpu_s,
         )
 
+    # ---- whole processes: what an operator waits for -----------------------------------------------
+
+    def _median_of(self, name: str, argv: list[str], env: dict[str, str], check: Any) -> ToolResult:
+        """``argv`` PROCESS_RUNS times; the median wall time, and the CPU and peak RSS of that run."""
+        runs = []
+        for _ in range(PROCESS_RUNS):
+            m = run_measured(argv, timeout=self.args.timeout, env=env)
+            problem = _why(m) if m.returncode != 0 else check(m)
+            if problem:
+                return ToolResult(name, False, m.wall_s, note=problem)
+            runs.append(m)
+        runs.sort(key=lambda m: m.wall_s)
+        mid = runs[len(runs) // 2]
+        walls = ", ".join(f"{m.wall_s:.2f}" for m in runs)
+        return ToolResult(
+            name,
+            True,
+            mid.wall_s,
+            None,
+            None,
+            None,
+            mid.peak_rss_mb,
+            note=f"median of {len(runs)}: {walls} s",
+            cpu_s=mid.cpu_s,
+            extra={"wall_s": [m.wall_s for m in runs], "cpu_s": [m.cpu_s for m in runs]},
+        )
+
+    def cli_env(self, account: dict[str, Any]) -> dict[str, str]:
+        """The environment of `emailsync` commands on the bench's account: its database, key and Dovecot's CA."""
+        from tests.support.network import LOOPBACK_SETTINGS
+
+        data = self.work / "cli-data"
+        data.mkdir(exist_ok=True)
+        return {
+            **self.env,
+            **LOOPBACK_SETTINGS,
+            "DATABASE_URL": account["db"],
+            "EMAILSYNC_SECRET_KEY": account["key"],
+            "EMAILSYNC_DATA_DIR": str(data),
+            "SSL_CERT_FILE": account["cafile"],
+        }
+
+    def run_cli_sync_nochange(self, account: dict[str, Any]) -> ToolResult:
+        """`emailsync sync` as a whole process on the fully synced account: start-up, schema check, sync."""
+        before = os.path.getsize(account["db_path"])
+        done = f"account {account['account_id']}: done"
+
+        def check(m: Measured) -> str | None:
+            return None if done in m.stdout else f"no '{done}' line: {m.stdout.strip()[-300:]}"
+
+        result = self._median_of(
+            "emailsync sync (no change)", [sys.executable, "-m", "bot", "sync"], self.cli_env(account), check
+        )
+        result.note += f"; SQLite {before / 1e6:.0f} MB"
+        return result
+
+    def run_cli_help(self, account: dict[str, Any]) -> ToolResult:
+        """`emailsync --help`: the command line's start-up alone."""
+        return self._median_of(
+            "emailsync --help",
+            [sys.executable, "-m", "bot", "--help"],
+            self.cli_env(account),
+            lambda m: None if "Usage: emailsync" in m.stdout else "no usage text",
+        )
+
+    def run_mbsync_nochange(self, user: str, expected: int) -> ToolResult:
+        """mbsync again on the Maildir it has just pulled: its no-change sync."""
+        root = self.work / "mbsync"
+        argv = ["mbsync", "-c", str(root / "mbsyncrc"), "-a", "-q"]
+
+        def check(m: Measured) -> str | None:
+            count, _ = count_maildir(root / "mail")
+            return None if count == expected else f"Maildir holds {count}/{expected}"
+
+        return self._median_of("mbsync (no change)", argv, self.env, check)
+
     # ---- scenarios -------------------------------------------------------------------------------
 
     def main_mailbox(self, count: int) -> None:
@@ -847,6 +930,21 @@ class Bench:
             )
             self.tools.append(result)
         self.record_size(count, total, self.tools[1], self.tools[2])
+        process_steps: list[tuple[str, Any]] = [
+            ("emailsync --help", lambda: self.run_cli_help(account)),
+            ("emailsync sync (no change)", lambda: self.run_cli_sync_nochange(account)),
+        ]
+        mbsync = next((t for t in self.tools if t.tool == "mbsync"), None)
+        if mbsync is not None and mbsync.ok:
+            process_steps.append(("mbsync (no change)", lambda: self.run_mbsync_nochange(user, count)))
+        for label, step in process_steps:
+            say(f"running {label} x{PROCESS_RUNS} ... (load average {os.getloadavg()[0]:.2f})")
+            try:
+                result = step()
+            except Exception as exc:
+                result = ToolResult(label, False, note=f"{exc.__class__.__name__}: {exc}")
+            say(f"  {label}: " + (f"{result.wall_s:.2f}s" if result.ok else "FAILED") + f" {result.note}")
+            self.processes.append(result)
         if self.args.profile:
             say(f"profiling a second emailsync past sync into {self.args.profile} (timings above are unprofiled)")
             again = self.add_account(user, count)
@@ -917,17 +1015,8 @@ def _why(m: Measured) -> str:
     return f"exit {m.returncode}: " + (" | ".join(lines[-3:])[:400] if lines else "no output")
 
 
-def say(text: str) -> None:
-    """Progress on stderr, so stdout holds only the report."""
-    print(text, file=sys.stderr, flush=True)
-
-
 # ------------------------------------------------------------------------------------------------
 # Report
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:,.{digits}f}"
 
 
 def report(bench: Bench, count: int) -> dict[str, Any]:
@@ -939,12 +1028,12 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
         rows.append(
             [
                 t.tool,
-                _fmt(t.wall_s) if t.ok else "FAILED",
-                _fmt(t.inner_s, 3 if not past else 2) if t.ok else "-",
-                _fmt(t.rate(count), 0) if past else "-",
-                _fmt(t.rate(total) and t.rate(total) / 1e6, 1) if past else "-",  # type: ignore[operator]
-                _fmt(t.cpu_s) if t.ok else "-",
-                _fmt(t.peak_rss_mb, 0),
+                fmt(t.wall_s) if t.ok else "FAILED",
+                fmt(t.inner_s, 3 if not past else 2) if t.ok else "-",
+                fmt(t.rate(count), 0) if past else "-",
+                fmt(t.rate(total) and t.rate(total) / 1e6, 1) if past else "-",  # type: ignore[operator]
+                fmt(t.cpu_s) if t.ok else "-",
+                fmt(t.peak_rss_mb, 0),
                 t.note,
             ]
         )
@@ -953,7 +1042,7 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
         f"\nPast sync of {count:,} messages, {total / 1e6:.1f} MB, loopback Dovecot over TLS"
         f" (one run, {dt.date.today()}, load average {os.getloadavg()[0]:.2f})\n"
     )
-    print(_table(head, rows))
+    print(table(head, rows))
 
     es = by_tool.get("emailsync past sync")
     ratios: dict[str, float | None] = {}
@@ -968,30 +1057,42 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
     raw = by_tool.get("raw imapclient fetch")
     if es is not None and es.ok and raw is not None and raw.ok and es.inner_s and raw.inner_s:
         ratios["emailsync/raw in-process"] = es.inner_s / raw.inner_s
-    print("\nRatios of wall time: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in ratios.items()))
+    print("\nRatios of wall time: " + ", ".join(f"{k} = {fmt(v)}" for k, v in ratios.items()))
     print(
         "(wall s: the whole process, start-up included; in-process s: the sync itself, for the Python children;"
         " for the no-change row, in-process s is the first sync_account call; CPU s: user + system of the client"
         " process, which the machine's other load does not inflate; Dovecot's CPU is not counted)"
     )
 
+    print(f"\nWhole processes, start-up included (median of {PROCESS_RUNS} runs each, same mailbox, same run)\n")
+    process_rows = [
+        [p.tool, fmt(p.wall_s) if p.ok else "FAILED", fmt(p.cpu_s) if p.ok else "-", fmt(p.peak_rss_mb, 0), p.note]
+        for p in bench.processes
+    ]
+    print(table(["command", "wall s", "CPU s", "peak RSS MB", "note"], process_rows))
+    by_process = {p.tool: p for p in bench.processes}
+    cli_sync, mbsync_again = by_process.get("emailsync sync (no change)"), by_process.get("mbsync (no change)")
+    if cli_sync is not None and cli_sync.ok and mbsync_again is not None and mbsync_again.ok and mbsync_again.wall_s:
+        ratios["emailsync sync/mbsync, no change, whole process"] = cli_sync.wall_s / mbsync_again.wall_s  # type: ignore[operator]
+        print(f"\nemailsync sync / mbsync, no change: {fmt(ratios['emailsync sync/mbsync, no change, whole process'])}")
+
     print("\nemailsync against mailbox size (no-change sync = one sync_account call right after the past sync)\n")
     size_rows = [
         [
             f"{s.messages:,}",
-            _fmt(s.mailbox_mb, 1),
-            _fmt(s.past_s),
-            _fmt(s.past_peak_rss_mb, 0),
+            fmt(s.mailbox_mb, 1),
+            fmt(s.past_s),
+            fmt(s.past_peak_rss_mb, 0),
             "-" if s.stored is None else f"{s.stored:,}",
-            _fmt(s.no_change_first_s, 3),
-            _fmt(s.no_change_median_s, 3),
-            _fmt(s.no_change_peak_rss_mb, 0),
+            fmt(s.no_change_first_s, 3),
+            fmt(s.no_change_median_s, 3),
+            fmt(s.no_change_peak_rss_mb, 0),
             s.note,
         ]
         for s in sorted(bench.sizes, key=lambda s: s.messages)
     ]
     print(
-        _table(
+        table(
             [
                 "messages",
                 "MB",
@@ -1021,17 +1122,12 @@ def report(bench: Bench, count: int) -> dict[str, Any]:
             for t in bench.tools
         ],
         "ratios": ratios,
+        "processes": [asdict(p) for p in bench.processes],
         "sizes": [asdict(s) for s in bench.sizes],
-        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_at_end": os.getloadavg()},
+        "machine": machine(),
     }
     print("\n" + json.dumps(result, indent=2, default=str))
     return result
-
-
-def _table(head: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
-    line = lambda r: "| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)) + " |"  # noqa: E731
-    return "\n".join([line(head), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *(line(r) for r in rows)])
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1074,14 +1170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 except Exception as exc:
                     say(f"mailbox of {size} failed: {exc.__class__.__name__}: {exc}")
         result = report(bench, count)
-        if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        write_json(result, args.json)
     finally:
         bench.stop()
     return 0
 
 
 if __name__ == "__main__":
-    if __package__ in (None, ""):  # run as a file (under cProfile): make the repo importable
-        sys.path.insert(0, str(REPO))
     sys.exit(main())

@@ -7,15 +7,18 @@ import os
 import socket
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine
 
 from bot.settings import ConfigError, Settings
-from models.db import make_engine, make_private, sqlite_path, upgrade
+from models.db import make_engine, make_private, sqlite_path, upgrade_if_behind
 from models.secrets import PRIVATE_DIR, SecretBox, SecretKeyError, load_or_create_key_file, parse_keys
-from sync.engine import EngineConfig, EngineDeps
 from sync.notifier import LoggingNotifier, Notifier
 from sync.oauth import OAuthProviders
+
+if TYPE_CHECKING:  # the engine (IMAP, parsing) is imported by the commands that sync, not by every command
+    from sync.engine import EngineConfig, EngineDeps
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +35,8 @@ class Services:
 
     def engine_config(self) -> EngineConfig:
         """Engine tunables from the settings."""
+        from sync.engine import EngineConfig
+
         s = self.settings
         return EngineConfig(
             timeout=s.imap_timeout,
@@ -46,6 +51,8 @@ class Services:
 
     def engine_deps(self, role: str) -> EngineDeps:
         """Engine dependencies, with a lease owner naming this process."""
+        from sync.engine import EngineDeps
+
         owner = f"{role}:{socket.gethostname()}:{os.getpid()}"
         return EngineDeps(
             db=self.db, secrets=self.secrets, notifier=self.notifier, config=self.engine_config(), owner=owner
@@ -60,7 +67,7 @@ def build_services(settings: Settings, *, migrate: bool = True) -> Services:
         make_private(settings.data_dir, PRIVATE_DIR)
     db = make_engine(settings.database_url)  # creates the SQLite file with mode 0600
     if migrate and settings.is_sqlite:
-        upgrade(db)
+        upgrade_if_behind(db)  # a cheap revision check first: Alembic loads only when there is work
     return Services(
         settings=settings,
         db=db,

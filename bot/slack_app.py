@@ -117,10 +117,13 @@ def build_bolt_app(deps: SlackDeps) -> App:
         )
     else:
         app = App(
-            token=settings.slack_bot_token,
+            # No token= beside client=: the client carries SLACK_BOT_TOKEN, and Bolt warns "As you gave
+            # client as well, token will be unused" when both are given.
             signing_secret=settings.slack_signing_secret,
             client=deps.client,
-            token_verification_enabled=False,  # no auth.test at start: the app must start while Slack is unreachable
+            # No auth.test inside Bolt: the app must start while Slack is unreachable. `serve` and `worker`
+            # call it themselves first (bot/slack_check.py) and stop only when Slack rejects the token.
+            token_verification_enabled=False,
             process_before_response=False,  # ack first; the listener goes on in Bolt's thread pool
             listener_executor=_listener_pool(),
         )

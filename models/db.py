@@ -14,7 +14,12 @@ from sqlmodel import Session
 
 log = logging.getLogger(__name__)
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+# The newest migration. Compared with the database's stored revision at start, so a database that is up to
+# date never loads Alembic (about half a second). tests/models/test_schema_head.py keeps it equal to
+# Alembic's real head: add a migration, bump this.
+HEAD_REVISION = "0010"
 READONLY_OPTION = "emailsync_readonly"
+PG_CONNECT_TIMEOUT = 10  # seconds
 PRIVATE_FILE = 0o600  # the database holds mail bodies: readable by its owner only
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 
@@ -89,6 +94,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
 
         return engine
+    # A server that accepts and then stays silent would hang every command: libpq gives up after this.
+    kwargs.setdefault("connect_args", {"connect_timeout": PG_CONNECT_TIMEOUT})
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -124,6 +131,22 @@ def upgrade(engine: Engine) -> None:
     from alembic import command
 
     command.upgrade(alembic_config(engine), "head")
+
+
+def schema_revision(engine: Engine) -> str | None:
+    """The revision stored in the database's alembic_version table; None for a database never migrated."""
+    with engine.connect() as conn:
+        if not engine.dialect.has_table(conn, "alembic_version"):
+            return None
+        return conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
+
+
+def upgrade_if_behind(engine: Engine) -> bool:
+    """Upgrade unless the stored revision is already HEAD_REVISION; True when migrations ran."""
+    if schema_revision(engine) == HEAD_REVISION:
+        return False
+    upgrade(engine)
+    return True
 
 
 def ping(engine: Engine) -> bool:

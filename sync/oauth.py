@@ -16,19 +16,18 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import requests
-from authlib.common.security import is_secure_transport
-from authlib.integrations.base_client import OAuthError
-from authlib.integrations.requests_client import OAuth2Session
-from joserfc import jwt
-from joserfc.errors import JoseError
-from joserfc.jwk import KeySet
+from typing import TYPE_CHECKING, Any
 
 from models.clock import utcnow
 from sync.errors import AuthFailed, SyncError, Throttled
 from sync.imap_session import Security
+
+# requests, Authlib and joserfc (a quarter of a second at start) are imported where a sign-in needs them:
+# every command reads the providers from the settings, few of them talk to a provider.
+if TYPE_CHECKING:
+    import requests
+    from authlib.integrations.requests_client import OAuth2Session
+    from joserfc.jwk import KeySet
 
 log = logging.getLogger(__name__)
 
@@ -227,6 +226,8 @@ class OAuthProviders:
 
     def metadata(self, provider: OAuthProvider) -> ProviderMetadata:
         """The provider's endpoints and issuer from its discovery document (cached for an hour)."""
+        from authlib.common.security import is_secure_transport
+
         doc = self._get_json(f"discovery:{provider.name}", provider.discovery_url)
         try:
             meta = ProviderMetadata(
@@ -252,6 +253,8 @@ class OAuthProviders:
         return meta
 
     def _keys(self, provider: OAuthProvider, *, refetch: bool = False) -> KeySet:
+        from joserfc.jwk import KeySet
+
         meta = self.metadata(provider)
         key = f"jwks:{provider.name}"
         if refetch:
@@ -259,6 +262,9 @@ class OAuthProviders:
         return KeySet.import_key_set(self._get_json(key, meta.jwks_uri))  # type: ignore[arg-type]
 
     def _get_json(self, key: str, url: str) -> dict[str, Any]:
+        import requests
+        from authlib.common.security import is_secure_transport
+
         with self._lock:
             cached = self._cache.get(key)
         if cached is not None and cached.until > time.monotonic():
@@ -334,6 +340,9 @@ class OAuthProviders:
     def verify_id_token(self, provider: OAuthProvider, id_token: str, *, nonce: str) -> Identity:
         """Check the id token (signature by the provider's published keys, issuer, audience, expiry, nonce) and
         return the verified address; IdTokenInvalid says what failed."""
+        from joserfc import jwt
+        from joserfc.errors import JoseError
+
         meta = self.metadata(provider)
         try:
             try:
@@ -404,6 +413,8 @@ class OAuthProviders:
     # ---- plumbing ---------------------------------------------------------------------------------------
 
     def _session(self, provider: OAuthProvider, *, redirect_uri: str | None = None) -> OAuth2Session:
+        from authlib.integrations.requests_client import OAuth2Session
+
         session = OAuth2Session(
             client_id=provider.client_id,
             client_secret=provider.client_secret,
@@ -420,6 +431,9 @@ class OAuthProviders:
         return session
 
     def _call(self, provider: OAuthProvider, call: Any) -> dict[str, Any]:
+        import requests
+        from authlib.integrations.base_client import OAuthError
+
         try:
             return dict(call())
         except OAuthError as exc:

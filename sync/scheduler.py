@@ -16,6 +16,7 @@ from models import retention
 from models.db import session_scope
 from sync.deadline import expire_all
 from sync.engine import EngineDeps, Outcome, sync_account
+from sync.failure_log import FailureReminder, database_causes
 from sync.metrics import set_accounts_due, set_queue_depth
 from sync.slice_metrics import metered, observed_slice
 
@@ -128,6 +129,7 @@ class Clock:
         self.tick_seconds = tick_seconds
         self.retention = retention or Retention()
         self._scheduler = BackgroundScheduler(daemon=True)
+        self._tick_failures = FailureReminder(log, "scheduler tick", describe=database_causes(deps.db))
 
     def tick(self) -> list[int]:
         """One tick; returns the accounts it dispatched."""
@@ -143,8 +145,10 @@ class Clock:
     def _safe_tick(self) -> None:
         try:
             self.tick()
-        except Exception:
-            log.exception("scheduler tick failed")
+        except Exception as exc:
+            self._tick_failures.failed(exc)  # once, then reminders with backoff: not a traceback every tick
+        else:
+            self._tick_failures.recovered()
 
     def prune(self) -> retention.Pruned:
         """Delete handled Slack event ids and finished runs older than the retention."""
@@ -170,8 +174,12 @@ class Clock:
     def _safe_prune(self) -> None:
         try:
             self.prune()
-        except Exception:
-            log.exception("pruning bookkeeping rows failed")
+        except Exception as exc:
+            cause = self._tick_failures.describe(exc)  # a dead database: one line, as for the tick
+            if cause is None:
+                log.exception("pruning bookkeeping rows failed")
+            else:
+                log.error("pruning bookkeeping rows failed: %s", cause)
 
     def start(self) -> None:
         """Tick now and then every tick_seconds, never two ticks at once; prune now and then every retention period."""

@@ -30,7 +30,7 @@ def test_erase_asks_first_and_keeps_everything_without_a_yes(two_teams):
     before = team_rows(engine, "T1")
     for answer in ("", "n\n"):
         result = run_cli(env, "team", "erase", "T1", stdin=answer)
-        assert result.returncode == 1
+        assert result.returncode == 2  # a refused or unanswered confirmation is a usage error
         assert "Delete every mailbox" in result.stderr and "nothing deleted" in result.stderr
         assert team_rows(engine, "T1") == before
 

@@ -81,7 +81,7 @@ def test_serve_worker_and_sync_together(tmp_path, dovecot):
     logs = [tmp_path / name for name in ("serve.log", "worker.log", "sync.log")]
     serve = _start(env, logs[0], "serve")
     worker = _start(env, logs[1], "worker")
-    sync = _start(env, logs[2], "sync")
+    sync = _start(env, logs[2], "--verbose", "sync")  # its lease lines are info: quiet by default
     try:
         assert sync.wait(timeout=120) == 0, logs[2].read_text()[-3000:]
         deadline = time.monotonic() + 60

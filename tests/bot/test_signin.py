@@ -225,7 +225,7 @@ def test_3_two_processes_refresh_once(app: SlackHarness, stack: SignInStack, tmp
     env = cli_env(tmp_path, stack.dovecot, DATABASE_URL=app.services.settings.database_url, **stack.settings())
     workdir = Path(env["EMAILSYNC_DATA_DIR"])
     workdir.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "bot", "sync", "--account", str(account_id)]
+    command = [sys.executable, "-m", "bot", "--verbose", "sync", "--account", str(account_id)]  # lease lines are info
     env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
     procs = [
         subprocess.Popen(command, env=env, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from flows.export import export_messages
 from models.db import session_scope
 from models.tables import Folder, Message, MessageLocation
-from sync.engine import Outcome, _AccountSync, _BudgetExhausted, sync_account
+from sync.engine import Outcome, sync_account
+from sync.slice_context import BudgetExhausted, SliceContext
 from tests.support.mail import make_message
 from tests.sync.test_engine_hardening import clear_rawlog, rawlog_commands
 
@@ -66,15 +67,15 @@ def test_batches_pipelined_ahead_survive_a_slice_ending(mailbox, connect, run_sy
     for i in range(7):
         mailbox.append("INBOX", make_message(subject=f"ahead {i}"), date=WHEN)
     calls = {"n": 0}
-    real = _AccountSync._check_budget
+    real = SliceContext.check_budget
 
-    def budget_after_two(self: _AccountSync) -> None:
+    def budget_after_two(self: SliceContext) -> None:
         calls["n"] += 1
         if calls["n"] == 2:
-            raise _BudgetExhausted  # a header FETCH for this batch is already on the wire
+            raise BudgetExhausted  # a header FETCH for this batch is already on the wire
         real(self)
 
-    monkeypatch.setattr(_AccountSync, "_check_budget", budget_after_two)
+    monkeypatch.setattr(SliceContext, "check_budget", budget_after_two)
     account = connect(start="1m")
     clear_rawlog(mailbox)
     assert sync_account(deps, account) is Outcome.MORE
@@ -88,7 +89,7 @@ def test_batches_pipelined_ahead_survive_a_slice_ending(mailbox, connect, run_sy
 
 
 def test_a_single_part_body_is_cut_only_after_the_blank_line():
-    from sync.engine import _after_header
+    from sync.fetch_pipeline import after_header as _after_header
 
     whole = b"Subject: x\r\n\r\nbody\r\n"
     assert _after_header(whole, len(b"Subject: x\r\n\r\n"))

@@ -221,7 +221,7 @@ def test_whole_message_path_still_works(mailbox, connect, run_sync, deps):
 def test_unreadable_structure_falls_back_to_the_whole_message(mailbox, connect, run_sync, deps, monkeypatch):
     raw = alternative_with_attachment()
     mailbox.append("INBOX", raw, date=WHEN)
-    monkeypatch.setattr("sync.engine.plan_body", lambda structure: None)
+    monkeypatch.setattr("sync.fetch_pipeline.plan_body", lambda structure: None)
     account = connect(start="1m")
     clear_rawlog(mailbox)
     run_sync(account)
@@ -280,7 +280,7 @@ def test_a_refused_bodystructure_falls_back_to_whole_messages(mailbox, connect, 
     raws = [CASES[name]() for name in ("alternative and pdf", "koi8 html", "encoded names")]
     for raw in raws:
         mailbox.append("INBOX", raw, date=WHEN)
-    monkeypatch.setattr("sync.engine.STRUCTURE_ITEM", b"BODY.PEEK[1.BOGUS]")  # Dovecot answers BAD
+    monkeypatch.setattr("sync.fetch_pipeline.STRUCTURE_ITEM", b"BODY.PEEK[1.BOGUS]")  # Dovecot answers BAD
     account = connect(start="1m")
     clear_rawlog(mailbox)
     assert run_sync(account) is Outcome.DONE

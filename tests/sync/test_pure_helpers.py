@@ -9,7 +9,7 @@ import pytest
 
 from flows.accounts import FieldError, start_date_for
 from sync.backoff import backoff_seconds
-from sync.engine import _is_blocked
+from sync.fetch_pipeline import is_blocked as _is_blocked
 from sync.folders import role_of, selected_by_default
 
 
