@@ -380,14 +380,20 @@ def _check_slack_token(services: Services) -> None:
 
 @app.command("worker")
 def worker_command(
+    concurrency: int | None = typer.Option(
+        None, "--concurrency", min=1, max=64, help="syncs at once in this process (default EMAILSYNC_WORKERS)"
+    ),
+    clock: bool = typer.Option(
+        False, "--clock", help="procrastinate backend: compete to be the one clock that ticks (local always ticks)"
+    ),
     metrics_port: int | None = typer.Option(
         None, "--metrics-port", min=1, max=65535, help="Serve /metrics and /healthz on this port (on HOST)"
     ),
     metrics_fd: int | None = typer.Option(None, "--metrics-fd", hidden=True),  # serve's child: a socket it made
 ) -> None:
-    """Run the sync scheduler alone, until SIGINT or SIGTERM.
+    """Run syncs, IDLE watches and (with the local backend, or --clock) the scheduler tick until SIGINT or SIGTERM.
 
-    The scheduler tick, the sync pool and the weekly digest; `serve` starts one itself.
+    `serve` starts one itself on the local backend; on the procrastinate backend run any number of them.
     """
     from bot.metrics_server import MetricsListen
     from bot.worker import MetricsPortUnavailable, run_worker, stop_on_signals
@@ -400,7 +406,7 @@ def worker_command(
     elif metrics_port is not None:
         metrics = MetricsListen(host=services.settings.host, port=metrics_port)
     try:
-        run_worker(services, stop_on_signals(), metrics=metrics)
+        run_worker(services, stop_on_signals(), concurrency=concurrency, clock=clock, metrics=metrics)
     except MetricsPortUnavailable as exc:
         _fail(str(exc), EXIT_USAGE)
 
@@ -529,6 +535,7 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="every check as JS
         timeout=settings.imap_timeout,
         outbound=settings.outbound_policy,
         oauth=services.oauth,
+        stall_seconds=settings.stall_seconds,
     )
     checks = run_checks(context, extra=[lambda _ctx: slack_checks(settings)])
     ok = all(c["ok"] for c in checks)

@@ -51,7 +51,13 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(25 * 1024 * 1024, alias="EMAILSYNC_MAX_MESSAGE_BYTES", ge=1024)
     imap_timeout: float = Field(30.0, alias="EMAILSYNC_IMAP_TIMEOUT", gt=0)
     lease_ttl: float = Field(120.0, alias="EMAILSYNC_LEASE_TTL", gt=0)
+    # Many machines (EMAILSYNC_BACKEND=procrastinate): a worker silent this long has its jobs finished as
+    # failed by the clock; a standby clock retries (and the clock checks its connection) this often.
+    stall_seconds: float = Field(60.0, alias="EMAILSYNC_STALL_SECONDS", gt=0)
+    clock_seconds: float = Field(5.0, alias="EMAILSYNC_CLOCK_SECONDS", gt=0)
     slice_seconds: float = Field(300.0, alias="EMAILSYNC_SLICE_SECONDS", gt=0)
+    # How long one IMAP IDLE lasts before it is ended and issued again: RFC 2177 says before 29 minutes.
+    idle_seconds: float = Field(1500.0, alias="EMAILSYNC_IDLE_SECONDS", gt=0, le=1740)
     # The overall deadline of one slice (a stuck or dripping server); unset: EMAILSYNC_SLICE_SECONDS + 60.
     slice_deadline: float | None = Field(None, alias="EMAILSYNC_SLICE_DEADLINE", gt=0)
     # Outbound policy: a typed mail server may only be a public address on a mail port, unless allowed here.

@@ -210,13 +210,22 @@ def serve(services: Services) -> None:
     # The worker child's sync metrics reach serve's /metrics through its own metrics page on loopback
     # (merged with a process label), not through prometheus_client's multiprocess files. serve binds the
     # socket and the child inherits it, so no other process can take the port in between.
-    metrics_socket = listening_socket(LOOPBACK)
-    metrics_port = metrics_socket.getsockname()[1]
+    local = services.settings.backend == "local"
+    metrics_socket = listening_socket(LOOPBACK) if local else None
+    worker_metrics = f"http://{LOOPBACK}:{metrics_socket.getsockname()[1]}/metrics" if metrics_socket else None
 
     @asynccontextmanager
     async def worker_process(_app: Starlette) -> AsyncIterator[None]:
         # Started and stopped by the ASGI lifespan: uvicorn re-raises SIGTERM after its shutdown, so a
         # `finally` after uvicorn.run() would never run and the worker would outlive serve.
+        if not local:
+            # Many machines: workers (and the elected clock) are `emailsync worker` processes; serve never ticks.
+            log.info("backend %s: serve runs no worker and no tick", services.settings.backend)
+            yield
+            if socket_handler is not None:
+                socket_handler.close()
+            return
+        assert metrics_socket is not None  # made for the local backend's worker child
         fd = metrics_socket.fileno()
         worker = subprocess.Popen(
             [sys.executable, "-m", "bot", "worker", "--metrics-fd", str(fd)], env=os.environ.copy(), pass_fds=(fd,)
@@ -234,9 +243,7 @@ def serve(services: Services) -> None:
             except subprocess.TimeoutExpired:
                 worker.kill()
 
-    app = create_app(
-        services, slack, bolt, lifespan=worker_process, worker_metrics_url=f"http://{LOOPBACK}:{metrics_port}/metrics"
-    )
+    app = create_app(services, slack, bolt, lifespan=worker_process, worker_metrics_url=worker_metrics)
     server = uvicorn.Server(server_config(app, services.settings))
     server.run()
     if not server.started:  # as uvicorn.run: the port was taken or start-up failed

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from models import accounts as account_queries
+from models import idle_watches
 from models.db import HEAD_REVISION, schema_revision, session_scope
 from models.db_errors import database_location, describe_database_error
 from models.secrets import SecretBox, SecretKeyError
@@ -40,6 +41,7 @@ class DoctorContext:
     timeout: float
     outbound: OutboundPolicy = STRICT_POLICY
     oauth: OAuthProviders | None = None
+    stall_seconds: float = 60.0  # procrastinate: a job whose worker is silent this long is stalled
 
 
 Check = Callable[[DoctorContext], list[CheckResult]]
@@ -58,7 +60,7 @@ def run_checks(ctx: DoctorContext, *, extra: Sequence[Check] = ()) -> list[Check
     for check in (secret_key_check, backend_check, *extra, public_url_check, sign_in_check):
         checks += check(ctx)
     if usable and schema_revision(ctx.db) == HEAD_REVISION:
-        checks += account_checks(ctx)
+        checks += clock_checks(ctx) + idle_watch_check(ctx) + account_checks(ctx)
     return checks
 
 
@@ -96,7 +98,7 @@ def backend_check(ctx: DoctorContext) -> list[CheckResult]:
     """Which backend runs syncs."""
     what = {
         "local": "local (the worker's scheduler and thread pool)",
-        "procrastinate": "procrastinate (PostgreSQL job queue)",
+        "procrastinate": "procrastinate (PostgreSQL job queue; workers on many machines)",
     }
     return [{"name": "backend", "ok": True, "detail": what.get(ctx.backend, ctx.backend)}]
 
@@ -160,6 +162,18 @@ def account_checks(ctx: DoctorContext) -> list[CheckResult]:
     return checks
 
 
+def idle_watch_check(ctx: DoctorContext) -> list[CheckResult]:
+    """Which worker processes watch INBOXes with IDLE (informational: polling covers what is not watched)."""
+    with session_scope(ctx.db) as session:
+        owners, unwatched = idle_watches.summary(session)
+    held = ", ".join(f"{owner.removeprefix('idle:')} {count}" for owner, count in sorted(owners.items()))
+    count = sum(owners.values())
+    detail = f"{count} INBOX{'' if count == 1 else 'es'} watched" + (f" ({held})" if held else "")
+    if unwatched:
+        detail += f"; {unwatched} not watched by a running worker (polling covers them)"
+    return [{"name": "idle watches", "ok": True, "detail": detail}]
+
+
 def sign_in_checks(oauth: OAuthProviders) -> list[dict[str, Any]]:
     """One check per sign-in provider: on (its discovery document answers) or off, and why."""
     checks: list[dict[str, Any]] = []
@@ -177,4 +191,39 @@ def sign_in_checks(oauth: OAuthProviders) -> list[dict[str, Any]]:
         partial = reason.endswith(" is not set")
         name = f"sign in with {provider_name.capitalize()}"
         checks.append({"name": name, "ok": not partial, "detail": f"off: {reason}"})
+    return checks
+
+
+def clock_checks(ctx: DoctorContext) -> list[CheckResult]:
+    """On procrastinate: who holds the clock, and which jobs are stalled (the local backend has neither)."""
+    if ctx.backend != "procrastinate":
+        return []
+    return procrastinate_checks(ctx.db, stall_seconds=ctx.stall_seconds)
+
+
+def procrastinate_checks(db: Engine, *, stall_seconds: float) -> list[CheckResult]:
+    """Who holds the elected clock, and which sync jobs are stalled."""
+    from procrastinate import sql
+
+    from sync.clock_election import clock_holder
+    from sync.procrastinate_backend import TASK_NAME
+
+    checks: list[CheckResult] = []
+    holder = clock_holder(db)
+    if holder is None:
+        detail = "nobody holds it: nothing ticks; start `emailsync worker --clock` on at least one machine"
+        checks.append({"name": "clock", "ok": False, "detail": detail})
+    else:
+        detail = f"held by {holder['owner']} ({holder['address']}, connected since {holder['since']})"
+        checks.append({"name": "clock", "ok": True, "detail": detail})
+    with db.connect() as conn:
+        params = {"queue": None, "task_name": TASK_NAME, "seconds_since_heartbeat": stall_seconds}
+        rows = conn.exec_driver_sql(sql.queries["select_stalled_jobs_by_heartbeat"], params).all()
+    stalled = [f"job {r.id} (account {r.args.get('account_id')}, worker {r.worker_id})" for r in rows]
+    detail = (
+        "none"
+        if not stalled
+        else f"{', '.join(stalled[:10])}: the clock finishes them as failed within EMAILSYNC_CLOCK_SECONDS"
+    )
+    checks.append({"name": "stalled jobs", "ok": not stalled, "detail": detail})
     return checks

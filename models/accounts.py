@@ -109,14 +109,22 @@ def blocked_patterns(session: Session, *, team_id: str, user_id: str) -> set[str
 
 
 def acquire_lease(session: Session, *, account_id: int, owner: str, ttl: float) -> int | None:
-    """Take the account's sync lease if it is free or expired; return the new fencing token."""
+    """Take the account's sync lease if it is free or expired; return the new fencing token.
+
+    A row locked by another transaction counts as taken (SKIP LOCKED, PostgreSQL; SQLite has one writer):
+    a process frozen inside a transaction makes this account busy, never the caller wait.
+    """
     now = utcnow()
+    free = or_(col(EmailAccount.lease_owner).is_(None), col(EmailAccount.lease_until) < now)
+    unlocked = (
+        select(col(EmailAccount.id))
+        .where(col(EmailAccount.id) == account_id, free)
+        .with_for_update(skip_locked=True)
+        .scalar_subquery()
+    )
     result = session.exec(
         update(EmailAccount)
-        .where(
-            col(EmailAccount.id) == account_id,
-            or_(col(EmailAccount.lease_owner).is_(None), col(EmailAccount.lease_until) < now),
-        )
+        .where(col(EmailAccount.id).in_(unlocked), free)
         .values(
             lease_owner=owner,
             lease_until=now + dt.timedelta(seconds=ttl),
@@ -156,7 +164,7 @@ def release_lease(session: Session, *, account_id: int, owner: str, token: int) 
 
 
 def claim_due_accounts(session: Session, *, hold_seconds: float, limit: int = 100) -> list[int]:
-    """Claim accounts whose next sync is due, pushing next_sync_at out so no other tick claims them."""
+    """Claim accounts whose next sync is due, pushing next_sync_at out so no other tick claims them (skip locked)."""
     now = utcnow()
     due = (
         select(col(EmailAccount.id))
@@ -166,6 +174,8 @@ def claim_due_accounts(session: Session, *, hold_seconds: float, limit: int = 10
         )
         .order_by(col(EmailAccount.next_sync_at))
         .limit(limit)
+        # Rows another transaction holds (a frozen process, a sync committing) wait for a later tick.
+        .with_for_update(skip_locked=True)
         .scalar_subquery()
     )
     result = session.exec(
@@ -258,9 +268,7 @@ def delete_person_settings(session: Session, *, team_id: str, user_id: str) -> N
 
 def mark_sweep_pending(session: Session, *, account_id: int, pending: bool = True) -> None:
     """Remember (or forget) that messages may have lost their last location."""
-    session.exec(
-        update(EmailAccount).where(col(EmailAccount.id) == account_id).values(sweep_pending=pending)
-    )
+    session.exec(update(EmailAccount).where(col(EmailAccount.id) == account_id).values(sweep_pending=pending))
 
 
 def save_run_counts(session: Session, run: SyncRun) -> None:

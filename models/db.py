@@ -17,11 +17,25 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 # The newest migration. Compared with the database's stored revision at start, so a database that is up to
 # date never loads Alembic (about half a second). tests/models/test_schema_head.py keeps it equal to
 # Alembic's real head: add a migration, bump this.
-HEAD_REVISION = "0010"
+HEAD_REVISION = "0012"
 READONLY_OPTION = "emailsync_readonly"
 PG_CONNECT_TIMEOUT = 10  # seconds
 PRIVATE_FILE = 0o600  # the database holds mail bodies: readable by its owner only
 SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
+# A process frozen inside a transaction (SIGSTOP, a hung VM) must not stop the others: PostgreSQL ends
+# its session after this long, so its row locks go; and a statement waits at most this long for a lock.
+IDLE_IN_TRANSACTION_MS = 30_000
+LOCK_TIMEOUT_MS = 5_000
+
+
+def postgres_session_options() -> str:
+    """The libpq `options` every PostgreSQL session of the app starts with (see the timeouts above)."""
+    return f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+
+
+def application_name() -> str:
+    """How this process names itself to PostgreSQL (pg_stat_activity): operators and tests find it by pid."""
+    return f"emailsync:{os.getpid()}"
 
 
 def sqlite_path(url: str) -> Path | None:
@@ -95,7 +109,13 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         return engine
     # A server that accepts and then stays silent would hang every command: libpq gives up after this.
-    kwargs.setdefault("connect_args", {"connect_timeout": PG_CONNECT_TIMEOUT})
+    if url.startswith("postgresql"):
+        connect_args = {
+            "connect_timeout": PG_CONNECT_TIMEOUT,
+            "options": postgres_session_options(),
+            "application_name": application_name(),
+        }
+        kwargs["connect_args"] = {**connect_args, **kwargs.get("connect_args", {})}
     return create_engine(url, pool_pre_ping=True, **kwargs)
 
 
@@ -114,6 +134,11 @@ def session_scope(engine: Engine, *, readonly: bool = False) -> Iterator[Session
         except BaseException:
             session.rollback()
             raise
+
+
+def owned_by_app(name: str | None, type_: str, _parents: Any) -> bool:
+    """Whether a database object is the app's own (Procrastinate's job tables are its, applied by a migration)."""
+    return not (type_ == "table" and (name or "").startswith("procrastinate_"))
 
 
 def alembic_config(engine: Engine) -> Any:

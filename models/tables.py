@@ -252,6 +252,18 @@ class SyncRun(SQLModel, table=True):
     slack_updated_at: dt.datetime | None = None  # last progress edit: at most one per 5 s per run
 
 
+class IdleWatch(SQLModel, table=True):
+    """Which worker process watches an account's INBOX with IDLE: a lease like the sync lease, one owner at a time."""
+
+    __tablename__ = "idle_watch"
+    account_id: int = Field(
+        sa_column=Column(Integer, ForeignKey("email_account.id", ondelete="CASCADE"), primary_key=True)
+    )
+    owner: str | None = Field(default=None, max_length=128)
+    lease_until: dt.datetime | None = None
+    token: int = 0  # bumped by every claim: a takeover is visible
+
+
 class SchedulerHeartbeat(SQLModel, table=True):
     """When the scheduler tick last ran, for /healthz."""
 

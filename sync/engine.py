@@ -46,7 +46,7 @@ from sync.oauth import OAuthProviders
 from sync.oauth_tokens import TokenKeeper
 from sync.outbound import OutboundPolicy
 from sync.passes import FolderPasses, raise_if_connection_lost
-from sync.slice_context import BudgetExhausted, SliceContext
+from sync.slice_context import BudgetExhausted, SliceContext, fenced_session
 from sync.uid_search import uid_windows
 
 __all__ = ["EngineConfig", "EngineDeps", "Outcome", "sync_account", "uid_windows"]
@@ -131,25 +131,33 @@ def _run_slice(deps: EngineDeps, account_id: int, token: int, budget: float, dl:
     """Load the account and its run, then sync the mailbox (or record why it cannot be)."""
     key_error: SecretKeyError | None = None
     password = ""
-    with session_scope(deps.db) as session:
-        account = account_queries.get_account(session, account_id)
-        if account is None or account.state not in account_queries.SYNCABLE_STATES:
-            return Outcome.SKIPPED
-        was_failing = account.last_error_code is not None
-        try:
-            # An OAuth account has no password: its access token is fetched in _login, outside this transaction.
-            password = deps.secrets.decrypt(account.secret_encrypted) if account.auth_kind != "oauth" else ""
-        except SecretKeyError as exc:
-            key_error = exc
-        run, recorded = _open_run(session, account)
-        if recorded:
-            account.state = "syncing"
-            account.current_run_id = run.id
-            session.add(account)
-        ctx = SliceContext(deps, account, run, token=token, budget=budget, slice_deadline=dl, recorded=recorded)
-        if key_error is None:
-            ctx.contacts = contact_queries.team_contact_emails(session, team_id=account.team_id)
-            ctx.blocked = account_queries.blocked_patterns(session, team_id=account.team_id, user_id=account.user_id)
+    # Fenced like every other write: a process paused between taking the lease and this transaction (past
+    # the TTL) must not mark the account syncing or open a run under another process's lease.
+    try:
+        with fenced_session(deps, account_id, token) as session:
+            account = account_queries.get_account(session, account_id)
+            if account is None or account.state not in account_queries.SYNCABLE_STATES:
+                return Outcome.SKIPPED
+            was_failing = account.last_error_code is not None
+            try:
+                # An OAuth account has no password: its access token is fetched in _login, outside this transaction.
+                password = deps.secrets.decrypt(account.secret_encrypted) if account.auth_kind != "oauth" else ""
+            except SecretKeyError as exc:
+                key_error = exc
+            run, recorded = _open_run(session, account)
+            if recorded:
+                account.state = "syncing"
+                account.current_run_id = run.id
+                session.add(account)
+            ctx = SliceContext(deps, account, run, token=token, budget=budget, slice_deadline=dl, recorded=recorded)
+            if key_error is None:
+                ctx.contacts = contact_queries.team_contact_emails(session, team_id=account.team_id)
+                ctx.blocked = account_queries.blocked_patterns(
+                    session, team_id=account.team_id, user_id=account.user_id
+                )
+    except LeaseLost:
+        log.warning("account %s: lease lost before the slice began; stopping without writing", account_id)
+        return Outcome.FAILED
     lifecycle = _AccountSync(ctx, was_failing=was_failing)
     if key_error is not None:
         return lifecycle.fail(ProtocolError(str(key_error), "An operator must restore the old key."))
@@ -397,6 +405,7 @@ class _AccountSync:
                     account.next_sync_at = now + dt.timedelta(seconds=wait)
                 session.add(account)
         except LeaseLost:
+            log.warning("account %s: lease lost; stopping without writing", self.account_id)
             return Outcome.FAILED
         self.deps.notifier.sync_failed(ctx.report(), exc.code, exc.message, exc.fix)
         return Outcome.FAILED

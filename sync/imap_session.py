@@ -103,6 +103,26 @@ def imap_session(
     whatever failure that causes becomes a Timeout. A literal or a flood of responses above ``limits``
     ends the command with ResponseLimitExceeded.
     """
+    client = open_logged_in(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound, limits=limits)
+    try:
+        with translate_errors(login):
+            yield client
+    finally:
+        _close(client)
+
+
+def open_logged_in(
+    login: ImapLogin,
+    *,
+    timeout: float,
+    ssl_context: SslContextFactory = default_ssl_context,
+    outbound: OutboundPolicy = STRICT_POLICY,
+    limits: ResponseLimits = ResponseLimits(),
+) -> IMAPClient:
+    """A logged-in client the caller closes (`close_client`); failures become SyncErrors, as in `imap_session`.
+
+    For callers that keep the connection beyond one block (the IDLE watcher hands its socket to a selector).
+    """
     client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound, limits=limits)
     try:
         try:
@@ -118,10 +138,15 @@ def imap_session(
             client = connect(login, timeout=timeout, ssl_context=ssl_context, outbound=outbound, limits=limits)
             with translate_errors(login):
                 _log_in(client, login, token)
-        with translate_errors(login):
-            yield client
-    finally:
+    except BaseException:
         _close(client)
+        raise
+    return client
+
+
+def close_client(client: IMAPClient) -> None:
+    """LOGOUT, else shut the connection down; never raises."""
+    _close(client)
 
 
 def _log_in(client: IMAPClient, login: ImapLogin, secret: str) -> None:

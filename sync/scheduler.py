@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
+from sqlmodel import Session
 
 from models import accounts as account_queries
 from models import retention
@@ -122,18 +124,30 @@ class Clock:
     """The tick: record a heartbeat, claim due accounts, dispatch them; and, hourly, prune bookkeeping rows."""
 
     def __init__(
-        self, deps: EngineDeps, dispatcher: Dispatcher, *, tick_seconds: float, retention: Retention | None = None
+        self,
+        deps: EngineDeps,
+        dispatcher: Dispatcher,
+        *,
+        tick_seconds: float,
+        retention: Retention | None = None,
+        guard: Callable[[Session], bool] | None = None,
     ) -> None:
         self.deps = deps
         self.dispatcher = dispatcher
         self.tick_seconds = tick_seconds
         self.retention = retention or Retention()
+        # Checked first in the tick's own transaction: the elected clock ticks only while it holds its lock.
+        self.guard = guard
+        self.last_guarded = True
         self._scheduler = BackgroundScheduler(daemon=True)
         self._tick_failures = FailureReminder(log, "scheduler tick", describe=database_causes(deps.db))
 
     def tick(self) -> list[int]:
         """One tick; returns the accounts it dispatched."""
         with session_scope(self.deps.db) as session:
+            self.last_guarded = self.guard is None or self.guard(session)
+            if not self.last_guarded:
+                return []
             account_queries.record_heartbeat(session, name=HEARTBEAT_NAME, owner=self.deps.owner)
             # Hold claimed accounts as long as a lease lives, so a dead worker's accounts come back.
             claimed = account_queries.claim_due_accounts(session, hold_seconds=self.deps.config.lease_ttl)

@@ -4,6 +4,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401  (registers the tables on SQLModel.metadata)
+from models.db import owned_by_app
 
 config = context.config
 engine = config.attributes.get("engine")
@@ -31,6 +32,7 @@ with engine.connect() as connection:
                 connection=connection,
                 target_metadata=SQLModel.metadata,
                 render_as_batch=True,  # SQLite cannot ALTER most things in place
+                include_name=owned_by_app,  # autogenerate leaves Procrastinate's tables alone
             )
             context.run_migrations()
             if sqlite and foreign_keys:

@@ -15,13 +15,14 @@ from sqlalchemy import Engine
 from sqlmodel import SQLModel
 
 import models.tables  # noqa: F401
-from models.db import alembic_config, make_engine, upgrade
+from models.db import alembic_config, make_engine, owned_by_app, upgrade
 from tests.conftest import PG_ADMIN_URL
 
 
 def test_migrations_match_the_models(db):
     with db.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
+        context = MigrationContext.configure(conn, opts={"include_name": owned_by_app})
+        diff = compare_metadata(context, SQLModel.metadata)
     assert diff == []
 
 
@@ -99,3 +100,29 @@ def test_bigint_migration_keeps_every_row_and_the_foreign_keys(blank_db: Engine)
         for sql in ROWS[2:]:
             conn.exec_driver_sql(sql)
     assert _contents(blank_db) == before
+
+
+@pytest.mark.postgres
+def test_procrastinate_schema_is_applied_once_by_its_migration(tmp_path: Path) -> None:
+    name = f"procr_mig_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    engine = make_engine(PG_ADMIN_URL.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://") + f"/{name}")
+
+    def job_tables() -> set[str]:
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT tablename FROM pg_tables WHERE starts_with(tablename, 'procrastinate')")
+            return {r[0] for r in rows}
+
+    try:
+        upgrade(engine)
+        assert {"procrastinate_jobs", "procrastinate_workers", "procrastinate_events"} <= job_tables()
+        upgrade(engine)  # a second `db upgrade` (another machine) applies nothing again
+        command.downgrade(alembic_config(engine), "0010")
+        assert job_tables() == set()
+        upgrade(engine)
+        assert "procrastinate_jobs" in job_tables()
+    finally:
+        engine.dispose()
+        with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -543,6 +543,10 @@ def _render_config(
         "protocol imap {",
         f"  rawlog_dir = {base_dir / 'rawlog'}/%u",
         "  mail_max_userip_connections = 100",
+        # IDLE learns of new mail through inotify, but fs.inotify.max_user_instances (128 per uid by default,
+        # shared by every Dovecot on the machine running as that uid) runs out under many watches; Dovecot
+        # then falls back to this check interval (default 30 s), which would make IDLE tests flaky.
+        "  mailbox_idle_check_interval = 1 secs",
         *([f"  imap_capability = {_CAPS_WITHOUT_CONDSTORE}"] if hide_condstore else []),
         "}",
         "",
