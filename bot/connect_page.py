@@ -31,6 +31,7 @@ from bot.connect_form import (
 )
 from bot.deps import SlackDeps
 from bot.signin_page import routes as sign_in_routes
+from bot.slack_metrics import CountingRetryHandler
 from bot.tokens import client_for_team
 from flows import lifecycle
 from flows import setup as setup_flow
@@ -91,7 +92,12 @@ class SlackNames:
         try:
             client = client_for_team(self.deps, team_id)
             # A client of its own: a short timeout and no waiting out rate limits (the ids will do).
-            quick = WebClient(token=client.token, base_url=client.base_url, timeout=SLACK_LOOKUP_TIMEOUT)
+            quick = WebClient(
+                token=client.token,
+                base_url=client.base_url,
+                timeout=SLACK_LOOKUP_TIMEOUT,
+                retry_handlers=[CountingRetryHandler()],  # counted in /metrics, never retried
+            )
             if not workspace:
                 workspace = quick.auth_test().get("team") or None
             person = _person_name(quick.users_info(user=user_id).get("user") or {})

@@ -9,6 +9,7 @@ from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 
 from bot.services import Services
 from bot.settings import Settings
+from bot.slack_metrics import CountingRetryHandler
 from sync.imap_session import SslContextFactory, default_ssl_context
 
 
@@ -27,11 +28,13 @@ class SlackDeps:
 
 
 def make_web_client(settings: Settings, token: str | None = None) -> WebClient:
-    """A Web API client at SLACK_API_URL that waits out 429s as Slack's Retry-After asks."""
+    """A Web API client at SLACK_API_URL that waits out 429s as Slack's Retry-After asks, its calls counted."""
     return WebClient(
         token=token or settings.slack_bot_token or None,
         base_url=settings.slack_api_url,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=3)],
+        # The counter first: slack_sdk asks the handlers in order after every answer and stops at the
+        # first that retries, so a handler placed after the retrying one would miss the 429s.
+        retry_handlers=[CountingRetryHandler(), RateLimitErrorRetryHandler(max_retry_count=3)],
         timeout=15,
     )
 

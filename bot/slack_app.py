@@ -16,7 +16,7 @@ from slack_bolt.request.internals import build_context
 from slack_bolt.version import __version__ as slack_bolt_version
 from slack_sdk.oauth.installation_store import InstallationStore
 
-from bot.actions.home import publish_home
+from bot.actions.home import build_home
 from bot.deps import SlackDeps, oauth_enabled
 from bot.installation_store import DbInstallationStore, DbOAuthStateStore
 from bot.listeners import register_all
@@ -163,5 +163,7 @@ def slack_notifier(services: Services) -> Notifier | None:
     return SlackNotifier(
         services.db,
         lambda team_id: client_for_team(services, team_id),
-        publish_home=lambda client, team_id, user_id: publish_home(services.db, client, team_id, user_id),
+        build_home=lambda team_id, user_id: build_home(services.db, team_id, user_id),
+        home_every_seconds=settings.home_publish_seconds,
+        drain_seconds=settings.slack_drain_seconds,
     )

@@ -119,6 +119,7 @@ def test_a_new_user_sets_up_email_sync(slack, mailbox, smtp, page):
         dispatcher = LocalDispatcher(deps, workers=1, slice_seconds=None)
         claimed = len(Clock(deps, dispatcher, tick_seconds=1).tick())
         dispatcher.shutdown()
+        assert slack.services.notifier.flush()  # the notifier's Slack calls go through its sender thread
         return claimed
 
     assert tick() == 1
