@@ -21,11 +21,12 @@ from bot.views import notifications as texts
 from models import notifications as memory
 from models.clock import utcnow
 from models.db import session_scope
+from models.states import RunKind
 from sync.notifier import LoggingNotifier, RunReport
 
 log = logging.getLogger(__name__)
 ClientForTeam = Callable[[str], WebClient]
-LOUD_KINDS = ("past", "widen")  # incremental polls every few minutes stay silent unless something breaks
+LOUD_KINDS = (RunKind.PAST, RunKind.WIDEN)  # incremental polls every few minutes stay silent unless something breaks
 # Errors nobody can act on that pass by themselves (a provider's token endpoint down or throttling): the
 # engine backs off and retries; a DM would only worry the person.
 QUIET_CODES = ("provider_unavailable",)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from models.db import session_scope
+from models.states import RunKind
 from models.tables import EmailAccount, SyncRun
 from sync.metrics import count_error, observe_slice
 from sync.notifier import Notifier, RunReport
@@ -52,12 +53,12 @@ def _quiet_kind(db: Engine, account_id: int, outcome: str) -> str:
     if outcome in ("busy", "skipped"):
         return "none"  # no run: another process held the lease, or the account is paused or gone
     if outcome == "done":
-        return "incremental"  # a poll that found nothing to say
+        return RunKind.INCREMENTAL  # a poll that found nothing to say
     try:
         with session_scope(db, readonly=True) as session:
             account = session.get(EmailAccount, account_id)
             run = session.get(SyncRun, account.current_run_id) if account and account.current_run_id else None
-            return run.kind if run is not None else "incremental"
+            return run.kind if run is not None else RunKind.INCREMENTAL
     except Exception:
         return "unknown"  # metrics never fail a slice
 

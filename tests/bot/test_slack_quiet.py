@@ -12,8 +12,8 @@ import threading
 import time
 
 from bot.actions.home import build_home
+from bot.deps import make_web_client
 from bot.notifier import SlackNotifier
-from bot.slack_app import make_web_client
 from bot.slack_outbox import SlackOutbox
 from flows import lifecycle
 from models.db import session_scope
