@@ -386,16 +386,29 @@ def worker_command(
     clock: bool = typer.Option(
         False, "--clock", help="procrastinate backend: compete to be the one clock that ticks (local always ticks)"
     ),
+    metrics_port: int | None = typer.Option(
+        None, "--metrics-port", min=1, max=65535, help="Serve /metrics and /healthz on this port (on HOST)"
+    ),
+    metrics_fd: int | None = typer.Option(None, "--metrics-fd", hidden=True),  # serve's child: a socket it made
 ) -> None:
     """Run syncs, IDLE watches and (with the local backend, or --clock) the scheduler tick until SIGINT or SIGTERM.
 
     `serve` starts one itself on the local backend; on the procrastinate backend run any number of them.
     """
-    from bot.worker import run_worker, stop_on_signals
+    from bot.metrics_server import MetricsListen
+    from bot.worker import MetricsPortUnavailable, run_worker, stop_on_signals
 
     services = _services(log_level=logging.INFO)
     _check_slack_token(services)
-    run_worker(services, stop_on_signals(), concurrency=concurrency, clock=clock)
+    metrics = None
+    if metrics_fd is not None:
+        metrics = MetricsListen(host="", port=0, fd=metrics_fd)
+    elif metrics_port is not None:
+        metrics = MetricsListen(host=services.settings.host, port=metrics_port)
+    try:
+        run_worker(services, stop_on_signals(), concurrency=concurrency, clock=clock, metrics=metrics)
+    except MetricsPortUnavailable as exc:
+        _fail(str(exc), EXIT_USAGE)
 
 
 @app.command("serve")

@@ -11,6 +11,7 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine
 
 from bot.services import Services
+from bot.tokens import client_for_team
 from bot.views.contacts import digest_message
 from flows import people
 from models.clock import utcnow
@@ -101,8 +102,6 @@ def start_people_digest(services: Services) -> PeopleDigestJob | None:
     settings = services.settings
     if not (settings.slack_bot_token or settings.slack_client_id):
         return None
-    from bot.tokens import client_for_team
-
     job = PeopleDigestJob(services.db, lambda team_id: client_for_team(services, team_id))
     job.start()
     return job

@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     # Bookkeeping retention: Slack retries an event within minutes; runs only feed progress and summaries.
     slack_event_retention_hours: float = Field(24.0, alias="EMAILSYNC_SLACK_EVENT_RETENTION_HOURS", gt=0)
     run_retention_days: float = Field(30.0, alias="EMAILSYNC_RUN_RETENTION_DAYS", gt=0)
+    # App Home is republished by syncs at most this often per person (a burst of reports makes one publish).
+    home_publish_seconds: float = Field(5.0, alias="EMAILSYNC_HOME_PUBLISH_SECONDS", ge=0)
+    # On stop, queued Slack messages get this long to be sent (a 429's Retry-After included).
+    slack_drain_seconds: float = Field(10.0, alias="EMAILSYNC_SLACK_DRAIN_SECONDS", ge=0)
     # Sending from Slack and tracking (DESIGN section 13). EMAILSYNC_TRACKING=false turns every pixel and
     # rewritten link off for the whole installation, whatever workspaces and people chose.
     tracking_enabled: bool = Field(True, alias="EMAILSYNC_TRACKING")

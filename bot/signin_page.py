@@ -18,20 +18,21 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from bot.actions.setup import tell_slack_connected
 from bot.connect_attempts import AlreadyRunning, Busy, ConnectAttempts, Overdue
-from bot.connect_page import (
+from bot.connect_form import (
     CSRF_COOKIE,
     FORM_LIMITS,
-    _advance,
-    _blank_form,
-    _busy_error,
-    _echo,
-    _form,
-    _problem,
+    blank_form,
+    busy_error,
+    done_page,
+    echo,
+    problem_page,
+    render_form,
     sync_error,
     templates,
 )
-from bot.slack_app import SlackDeps
+from bot.deps import SlackDeps
 from flows import setup as setup_flow
 from flows import signin
 from flows.accounts import FieldError
@@ -71,7 +72,7 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
         try:  # the link first: an unknown token never gets its body read
             state = await run_in_threadpool(setup_flow.check_link, db, token)
         except LinkProblem as exc:
-            return _problem(request, exc.reason)
+            return problem_page(request, exc.reason)
         provider = oauth.get(name) if name in PROVIDER_NAMES else None
         if provider is None:
             return _refusal(request, "unknown", token, status=404)
@@ -81,7 +82,7 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not cookie or not hmac.compare_digest(cookie, values.get("csrf", "")):
             error = {"title": "Please try again", "text": "The form expired or came from another page.", "fix": ""}
-            return _form(request, token, form=_echo(values), status=403, error=error)
+            return render_form(request, token, form=echo(values), status=403, error=error)
         typed = values.get("email", "").strip()
         try:
             started = await run_in_threadpool(
@@ -95,10 +96,10 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
                 typed_email=typed if "@" in typed else "",
             )
         except LinkProblem as exc:
-            return _problem(request, exc.reason)
+            return problem_page(request, exc.reason)
         except SyncError as exc:  # the provider's discovery document did not answer
             error = {"title": f"Sign in with {provider.display_name} is unavailable", "text": exc.message, "fix": ""}
-            return _form(request, token, form=_echo(values), status=503, error=error, retry_after=30)
+            return render_form(request, token, form=echo(values), status=503, error=error, retry_after=30)
         return to_provider(started)
 
     async def callback(request: Request) -> Response:
@@ -108,7 +109,7 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
                 signin.resume, db, box, query.get("state", ""), request.cookies.get(BROWSER_COOKIE, "")
             )
         except LinkProblem as exc:
-            return _problem(request, exc.reason)
+            return problem_page(request, exc.reason)
         except signin.SignInRefused as exc:
             return _refusal(request, exc.reason, exc.token, status=403 if exc.reason == "browser" else 400)
         code = query.get("code", "")
@@ -149,7 +150,7 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
             )
             signed_in = signin.chosen(flow)
         except LinkProblem as exc:
-            return _problem(request, exc.reason)
+            return problem_page(request, exc.reason)
         except signin.SignInRefused as exc:
             return _refusal(request, exc.reason, exc.token, status=403 if exc.reason == "browser" else 400)
         if values.get("decision") == "connect" and not flow.expected:
@@ -169,7 +170,7 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
                 select_account=True,
             )
         except LinkProblem as exc:
-            return _problem(request, exc.reason)
+            return problem_page(request, exc.reason)
         except (KeyError, SyncError):
             return _refusal(request, "failed", flow.token)
         return to_provider(started)
@@ -196,10 +197,10 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
             try:
                 state = await run_in_threadpool(setup_flow.check_link, db, flow.token)
             except LinkProblem as exc:
-                return _problem(request, exc.reason)
+                return problem_page(request, exc.reason)
             await remember(request, state)
-            form = {**_blank_form(), "email": flow.expected or flow.typed or signed_in.email}
-            return _form(request, flow.token, form=form, status=status, error=error, **extra)
+            form = {**blank_form(), "email": flow.expected or flow.typed or signed_in.email}
+            return render_form(request, flow.token, form=form, status=status, error=error, **extra)
 
         try:
             state = await attempts.run(flow.token_hash, attempt)
@@ -207,19 +208,19 @@ def routes(deps: SlackDeps, *, attempts: ConnectAttempts, remember: Remember) ->
             # The test never ran: nothing is kept, the tokens go back, the person signs in again.
             await run_in_threadpool(signin.end, db, flow)
             await run_in_threadpool(signin.discard, oauth, flow, signed_in)
-            return await again(503, _busy_error(exc), retry_after=5)
+            return await again(503, busy_error(exc), retry_after=5)
         except Overdue as exc:  # still running: it stores the mailbox, or ends the sign-in, by itself
-            return await again(503, _busy_error(exc), retry_after=5)
+            return await again(503, busy_error(exc), retry_after=5)
         except TooManyAttempts as exc:
             return await again(429, {"title": "Too many failed attempts", "text": exc.message, "fix": ""})
         except LinkProblem as exc:
-            return _problem(request, exc.reason)
+            return problem_page(request, exc.reason)
         except FieldError as exc:
             return await again(400, {"title": "Check your entry", "text": exc.message, "fix": ""})
         except SyncError as exc:
             return await again(400, sync_error(exc))
-        moved = await run_in_threadpool(_advance, deps, state)
-        response = templates.TemplateResponse(request, "done.html", {"email": signed_in.email, "moved": moved})
+        moved = await run_in_threadpool(tell_slack_connected, deps, state)
+        response = done_page(request, email=signed_in.email, purpose=state.purpose, moved=moved)
         response.delete_cookie(BROWSER_COOKIE, path="/oauth")
         return response
 

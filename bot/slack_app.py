@@ -1,4 +1,4 @@
-"""Building the Bolt app and its Web API client, and turning HTTP requests into Bolt requests safely."""
+"""Building the Bolt app (listeners, OAuth install) and turning HTTP requests into Bolt requests safely."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import logging
 import re
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urljoin
 
@@ -15,56 +14,27 @@ from slack_bolt.oauth.callback_options import CallbackOptions, SuccessArgs
 from slack_bolt.oauth.oauth_settings import OAuthSettings
 from slack_bolt.request.internals import build_context
 from slack_bolt.version import __version__ as slack_bolt_version
-from slack_sdk import WebClient
-from slack_sdk.http_retry.builtin_handlers import RateLimitErrorRetryHandler
 from slack_sdk.oauth.installation_store import InstallationStore
 
+from bot.actions.home import build_home
+from bot.deps import SlackDeps, oauth_enabled
+from bot.installation_store import DbInstallationStore, DbOAuthStateStore
+from bot.listeners import register_all
+from bot.notifier import SlackNotifier
 from bot.services import Services
-from bot.settings import Settings
-from sync.imap_session import SslContextFactory, default_ssl_context
+from bot.tokens import client_for_team
+from flows.team import resume_team
 from sync.notifier import Notifier
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SlackDeps:
-    """What the Slack listeners and the connect page share."""
-
-    services: Services
-    client: WebClient
-    public_base_url: str
-    ssl_context: SslContextFactory = field(default=default_ssl_context)
-
-    def connect_link(self, token: str) -> str:
-        """The one-time connect page address for a token."""
-        return f"{self.public_base_url.rstrip('/')}/connect/{token}"
-
-
-def make_web_client(settings: Settings, token: str | None = None) -> WebClient:
-    """A Web API client at SLACK_API_URL that waits out 429s as Slack's Retry-After asks."""
-    return WebClient(
-        token=token or settings.slack_bot_token or None,
-        base_url=settings.slack_api_url,
-        retry_handlers=[RateLimitErrorRetryHandler(max_retry_count=3)],
-        timeout=15,
-    )
 
 
 # The bot scopes of manifest.yml (a test keeps the two equal); the OAuth install asks for exactly these.
 BOT_SCOPES = ("commands", "chat:write", "im:write", "users:read", "files:read")
 
 
-def oauth_enabled(settings: Settings) -> bool:
-    """True when the app is installed per workspace through OAuth (SLACK_CLIENT_ID and SLACK_CLIENT_SECRET)."""
-    return bool(settings.slack_client_id and settings.slack_client_secret)
-
-
 def _oauth_settings(deps: SlackDeps) -> tuple[OAuthSettings, InstallationStore]:
     """Bolt's OAuth flow over our encrypted installation store and our OAuth state table."""
-    from bot.installation_store import DbInstallationStore, DbOAuthStateStore
-    from flows.team import resume_team
-
     services = deps.services
     settings = services.settings
     store = DbInstallationStore(services.db, services.secrets)
@@ -96,8 +66,6 @@ def _oauth_settings(deps: SlackDeps) -> tuple[OAuthSettings, InstallationStore]:
 
 def build_bolt_app(deps: SlackDeps) -> App:
     """The Bolt app with every listener registered (HTTP mode; Socket Mode wraps the same app)."""
-    from bot.listeners import register_all
-
     settings = deps.services.settings
     if oauth_enabled(settings):
         oauth_settings, store = _oauth_settings(deps)
@@ -192,12 +160,10 @@ def slack_notifier(services: Services) -> Notifier | None:
     settings = services.settings
     if not (settings.slack_bot_token or settings.slack_client_id):
         return None
-    from bot.listeners.home import publish_home
-    from bot.notifier import SlackNotifier
-    from bot.tokens import client_for_team
-
     return SlackNotifier(
         services.db,
         lambda team_id: client_for_team(services, team_id),
-        publish_home=lambda client, team_id, user_id: publish_home(services.db, client, team_id, user_id),
+        build_home=lambda team_id, user_id: build_home(services.db, team_id, user_id),
+        home_every_seconds=settings.home_publish_seconds,
+        drain_seconds=settings.slack_drain_seconds,
     )

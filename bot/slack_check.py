@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from slack_sdk.errors import SlackApiError
+
+from bot.deps import make_web_client, oauth_enabled
 from bot.settings import Settings
 
 # auth.test errors that mean the token itself is bad (not Slack being down): the operator must fix it.
@@ -25,8 +28,6 @@ class TokenCheck:
 
 def slack_mode(settings: Settings) -> str:
     """off, HTTP, Socket Mode or OAuth, as the settings make it (the same rule as `serve`)."""
-    from bot.slack_app import oauth_enabled
-
     if not ((settings.slack_bot_token or oauth_enabled(settings)) and settings.slack_signing_secret):
         return "off"
     transport = "Socket Mode" if settings.slack_app_token else "HTTP"
@@ -39,10 +40,6 @@ def check_bot_token(settings: Settings) -> TokenCheck | None:
     """Ask Slack who SLACK_BOT_TOKEN is; None when there is no single bot token (Slack off, or OAuth)."""
     if not settings.slack_bot_token:
         return None
-    from slack_sdk.errors import SlackApiError
-
-    from bot.slack_app import make_web_client
-
     client = make_web_client(settings)
     client.timeout = int(CHECK_TIMEOUT)
     try:

@@ -32,7 +32,7 @@ def download_private_file(url: str, token: str, *, api_url: str, max_bytes: int,
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             kind = (response.headers.get("Content-Type") or "").lower()
-            data = response.read(max_bytes + 1)
+            data: bytes = response.read(max_bytes + 1)
     except (urllib.error.URLError, TimeoutError, OSError) as exc:
         raise SlackFileError(f"Slack did not hand the file over ({type(exc).__name__}); send it again.") from None
     if kind.startswith("text/html"):

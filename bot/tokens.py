@@ -10,10 +10,10 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackTokenRotationError
 from slack_sdk.oauth.token_rotation import TokenRotator
 
+from bot.deps import SlackDeps, make_web_client, oauth_enabled
 from bot.installation_store import DbInstallationStore
 from bot.services import Services
 from bot.settings import Settings
-from bot.slack_app import SlackDeps, make_web_client, oauth_enabled
 
 REFRESH_MINUTES_BEFORE_EXPIRY = 10  # a refreshed token outlives any post made with it
 

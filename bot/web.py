@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import subprocess
@@ -21,9 +20,15 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from bot.connect_page import routes as connect_routes
+from bot.deps import SlackDeps, make_web_client, oauth_enabled
+from bot.health import clock_max_age, health_report
+from bot.metrics_server import CONTENT_TYPE_LATEST, listening_socket, render_merged
 from bot.services import Services, log_sign_in_providers
 from bot.settings import Settings
-from bot.slack_app import SlackDeps, SlackHttpRequest, build_bolt_app, make_web_client, oauth_enabled
+from bot.slack_app import SlackHttpRequest, build_bolt_app
+from bot.tokens import client_for_team
+from bot.tracking import routes as tracking_routes
 from bot.web_limits import (
     WebLimits,
     content_security_policy,
@@ -33,10 +38,6 @@ from bot.web_limits import (
     slack_signature_ok,
     style_hashes,
 )
-from models import accounts as account_queries
-from models.clock import utcnow
-from models.db import ping, session_scope
-from sync.scheduler import HEARTBEAT_NAME
 
 log = logging.getLogger(__name__)
 Lifespan = Callable[[Starlette], AbstractAsyncContextManager[None]]
@@ -45,36 +46,39 @@ SLACK_BUTTON_IMAGES = "https://platform.slack-edge.com"  # the "Add to Slack" bu
 # Connections at once (idle keep-alives and slow clients count): far above what Slack and a few
 # connect pages need, low enough that a flood of slow clients cannot exhaust the process.
 LIMIT_CONCURRENCY = 128
+LOOPBACK = "127.0.0.1"
 
 
 def create_app(
-    services: Services, slack: SlackDeps | None = None, bolt: App | None = None, lifespan: Lifespan | None = None
+    services: Services,
+    slack: SlackDeps | None = None,
+    bolt: App | None = None,
+    lifespan: Lifespan | None = None,
+    *,
+    worker_metrics_url: str | None = None,
 ) -> Starlette:
-    """The ASGI app; handlers never block the event loop (Bolt and the database run in threads)."""
-    max_age = dt.timedelta(seconds=max(30.0, services.settings.tick_seconds * 6))
+    """The ASGI app; handlers never block the event loop (Bolt and the database run in threads).
+
+    /metrics shows this process's metrics and, with ``worker_metrics_url``, the worker child's.
+    """
+    max_age = clock_max_age(services.settings.tick_seconds)
 
     def _health() -> tuple[bool, dict[str, object]]:
-        if not ping(services.db):
-            return False, {"database": "down"}
-        with session_scope(services.db, readonly=True) as session:
-            ticked = account_queries.last_heartbeat(session, name=HEARTBEAT_NAME)
-        fresh = ticked is not None and utcnow() - ticked <= max_age
-        return fresh, {
-            "database": "up",
-            "last_tick": ticked.isoformat() if ticked else None,
-            "clock": "ok" if fresh else "stale",
-        }
+        return health_report(services.db, max_age)
 
     async def healthz(_request: Request) -> JSONResponse:
         ok, body = await run_in_threadpool(_health)
         return JSONResponse({"ok": ok, **body}, status_code=200 if ok else 503)
 
-    routes = [Route("/healthz", healthz)]
+    async def metrics(_request: Request) -> Response:
+        # The worker child's page is fetched over loopback: a blocking call, so off the event loop.
+        body = await run_in_threadpool(render_merged, worker_metrics_url)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+    routes = [Route("/healthz", healthz), Route("/metrics", metrics)]
     pages = [path.read_text(encoding="utf-8") for path in sorted(TEMPLATES_DIR.glob("*.html"))]
     images: list[str] = []
     if slack is not None:
-        from bot.connect_page import routes as connect_routes
-
         app = bolt or build_bolt_app(slack)
         signing_secret = services.settings.slack_signing_secret or ""
 
@@ -124,9 +128,6 @@ def create_app(
             ]
             images.append(SLACK_BUTTON_IMAGES)
         routes += connect_routes(slack)
-        from bot.tokens import client_for_team
-        from bot.tracking import routes as tracking_routes
-
         routes += tracking_routes(services, slack.public_base_url, lambda team_id: client_for_team(slack, team_id))
     settings = services.settings
     # The sign-in buttons' POST is redirected to the provider: its origin must be a form target too.
@@ -205,18 +206,30 @@ def serve(services: Services) -> None:
         # Slack's requests arrive over the socket; the connect page still needs HTTP. Raises SocketModeError.
         socket_handler = start_socket_mode(bolt, services.settings.slack_app_token)
 
+    # The worker child's sync metrics reach serve's /metrics through its own metrics page on loopback
+    # (merged with a process label), not through prometheus_client's multiprocess files. serve binds the
+    # socket and the child inherits it, so no other process can take the port in between.
+    local = services.settings.backend == "local"
+    metrics_socket = listening_socket(LOOPBACK) if local else None
+    worker_metrics = f"http://{LOOPBACK}:{metrics_socket.getsockname()[1]}/metrics" if metrics_socket else None
+
     @asynccontextmanager
     async def worker_process(_app: Starlette) -> AsyncIterator[None]:
         # Started and stopped by the ASGI lifespan: uvicorn re-raises SIGTERM after its shutdown, so a
         # `finally` after uvicorn.run() would never run and the worker would outlive serve.
-        if services.settings.backend != "local":
+        if not local:
             # Many machines: workers (and the elected clock) are `emailsync worker` processes; serve never ticks.
             log.info("backend %s: serve runs no worker and no tick", services.settings.backend)
             yield
             if socket_handler is not None:
                 socket_handler.close()
             return
-        worker = subprocess.Popen([sys.executable, "-m", "bot", "worker"], env=os.environ.copy())
+        assert metrics_socket is not None  # made for the local backend's worker child
+        fd = metrics_socket.fileno()
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "bot", "worker", "--metrics-fd", str(fd)], env=os.environ.copy(), pass_fds=(fd,)
+        )
+        metrics_socket.close()  # the child serves it now
         log.info("started worker process %s", worker.pid)
         try:
             yield
@@ -229,7 +242,7 @@ def serve(services: Services) -> None:
             except subprocess.TimeoutExpired:
                 worker.kill()
 
-    app = create_app(services, slack, bolt, lifespan=worker_process)
+    app = create_app(services, slack, bolt, lifespan=worker_process, worker_metrics_url=worker_metrics)
     server = uvicorn.Server(server_config(app, services.settings))
     server.run()
     if not server.started:  # as uvicorn.run: the port was taken or start-up failed

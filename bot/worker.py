@@ -17,12 +17,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
+from bot.health import clock_max_age, health_report
+from bot.metrics_server import MetricsListen, MetricsServer
 from bot.services import Services
 from models import accounts as account_queries
 from models.db import session_scope
 from sync.deadline import expire_all
 from sync.engine import EngineDeps
-from sync.idle import start_idle_watcher
+from sync.idle import IdleWatcher, start_idle_watcher
 from sync.scheduler import Clock, Dispatcher, LocalDispatcher, Retention
 
 if TYPE_CHECKING:
@@ -32,22 +34,48 @@ log = logging.getLogger("emailsync")
 STOP_POLL_SECONDS = 0.2
 
 
+class MetricsPortUnavailable(Exception):
+    """The --metrics-port cannot be bound (taken, or not allowed)."""
+
+
 def run_worker(
-    services: Services, stop: threading.Event, *, concurrency: int | None = None, clock: bool = False
+    services: Services,
+    stop: threading.Event,
+    *,
+    concurrency: int | None = None,
+    clock: bool = False,
+    metrics: MetricsListen | None = None,
 ) -> None:
-    """Run syncs (and, where this process is the clock, the tick and the digest) until ``stop`` is set."""
+    """Run syncs (and, where this process is the clock, the tick and the digest) until ``stop`` is set.
+
+    With ``metrics``, /metrics and /healthz are served there.
+    """
     settings = services.settings
+    metrics_server = start_metrics_server(services, metrics) if metrics is not None else None
     from bot.slack_app import slack_notifier
 
     services.notifier = slack_notifier(services) or services.notifier
-    if settings.backend == "procrastinate":
-        _run_procrastinate_worker(services, stop, concurrency=concurrency or settings.workers, clock=clock)
-        return
+    try:
+        if settings.backend == "procrastinate":
+            _run_procrastinate_worker(services, stop, concurrency=concurrency or settings.workers, clock=clock)
+        else:
+            _run_local_worker(services, stop, concurrency=concurrency or settings.workers)
+    finally:
+        close = getattr(services.notifier, "close", None)
+        if close is not None:
+            close()  # the Slack outbox: what the last slices queued is sent, within EMAILSYNC_SLACK_DRAIN_SECONDS
+        if metrics_server is not None:
+            metrics_server.stop()
+
+
+def _run_local_worker(services: Services, stop: threading.Event, *, concurrency: int) -> None:
+    """One machine: the tick, a thread pool of syncs, IDLE watches and the weekly digest."""
+    settings = services.settings
     deps = services.engine_deps("worker")
-    dispatcher = LocalDispatcher(deps, workers=concurrency or settings.workers, slice_seconds=settings.slice_seconds)
+    dispatcher = LocalDispatcher(deps, workers=concurrency, slice_seconds=settings.slice_seconds)
     ticker = Clock(deps, dispatcher, tick_seconds=settings.tick_seconds, retention=_retention(services))
     ticker.start()  # one machine: every worker ticks (claims are atomic, the lease fences each sync)
-    idle = start_idle_watcher(services, _sync_soon(deps, dispatcher))  # INBOX changes start a sync in seconds
+    idle = _start_idle(services, deps, dispatcher)  # INBOX changes start a sync in seconds
     from bot.digest import start_people_digest
 
     digest = start_people_digest(services)  # the weekly "people who are not contacts yet" DMs
@@ -61,6 +89,26 @@ def run_worker(
         ticker.stop()
         # A slice stuck on a server that drips or stays silent would hold the stop for its whole deadline.
         dispatcher.shutdown(interrupt=True)
+
+
+def start_metrics_server(services: Services, where: MetricsListen) -> MetricsServer:
+    """The worker's /metrics and /healthz, started."""
+    max_age = clock_max_age(services.settings.tick_seconds)
+    try:
+        server = MetricsServer(where, lambda: health_report(services.db, max_age)).start()
+    except OSError as exc:
+        raise MetricsPortUnavailable(
+            f"cannot serve metrics on {where.host}:{where.port} ({exc.strerror or exc}); choose another --metrics-port"
+        ) from None
+    log.info("metrics on http://%s:%s/metrics", server.host, server.port)
+    return server
+
+
+def _start_idle(services: Services, deps: EngineDeps, dispatcher: Dispatcher) -> IdleWatcher:
+    """This process's IDLE watches (the owner reads idle:worker:<host>:<pid>:<suffix>)."""
+    settings = services.settings
+    trigger = _sync_soon(deps, dispatcher)
+    return start_idle_watcher(deps, trigger, idle_seconds=settings.idle_seconds, lease_ttl=settings.lease_ttl)
 
 
 def _sync_soon(deps: EngineDeps, dispatcher: Dispatcher) -> Callable[[int], None]:
@@ -111,7 +159,7 @@ def _run_procrastinate_worker(services: Services, stop: threading.Event, *, conc
         digest = start_people_digest(services)
     # IDLE watches on every worker (each watch is leased to one); a change queues the account's job now.
     deferrer = ProcrastinateDispatcher(settings.database_url)
-    idle = start_idle_watcher(services, _sync_soon(deps, deferrer))
+    idle = _start_idle(services, deps, deferrer)
     competing = ", competing for the clock" if clock else ""
     log.info("worker %s started (procrastinate, concurrency %d%s)", deps.owner, concurrency, competing)
     try:

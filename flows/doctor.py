@@ -17,6 +17,7 @@ from models import idle_watches
 from models.db import HEAD_REVISION, schema_revision, session_scope
 from models.db_errors import database_location, describe_database_error
 from models.secrets import SecretBox, SecretKeyError
+from models.states import AccountState
 from sync.errors import SyncError
 from sync.imap_session import STRICT_POLICY, account_login, imap_session
 from sync.oauth import OAuthProviders
@@ -135,7 +136,7 @@ def sign_in_check(ctx: DoctorContext) -> list[CheckResult]:
 def account_checks(ctx: DoctorContext) -> list[CheckResult]:
     """Each connected account's IMAP login, as a sync would do it."""
     with session_scope(ctx.db) as session:
-        accounts = [a for a in account_queries.list_accounts(session) if a.state != "disconnected"]
+        accounts = [a for a in account_queries.list_accounts(session) if a.state != AccountState.DISCONNECTED]
     if not accounts:
         return [{"name": "accounts", "ok": True, "detail": "none connected yet"}]
     secrets = ctx.secrets

@@ -14,8 +14,10 @@ from flows.contacts import normalise_email
 from flows.setup import NotYours, SetupState, start_setup
 from models import accounts as account_queries
 from models import setup_sessions as setup_queries
+from models import states as account_states
 from models.clock import utcnow
 from models.db import session_scope
+from models.states import SYNCABLE, AccountState
 from models.tables import EmailAccount, UserSettings
 from sync.folders import selected_by_default
 from sync.oauth_tokens import GrantRevoker
@@ -33,7 +35,7 @@ class AccountSummary:
 
     id: int
     email: str
-    state: str
+    state: AccountState
     paused_reason: str | None
     sync_mode: str
     start_option: str
@@ -63,7 +65,7 @@ def summaries(db: Engine, *, team_id: str, user_id: str) -> list[AccountSummary]
                 AccountSummary(
                     id=a.id,
                     email=a.email,
-                    state=a.state,
+                    state=AccountState(a.state),
                     paused_reason=a.paused_reason,
                     sync_mode=a.sync_mode,
                     start_option=a.start_option,
@@ -83,11 +85,47 @@ def summaries(db: Engine, *, team_id: str, user_id: str) -> list[AccountSummary]
         return out
 
 
+@dataclass(frozen=True)
+class BulkOutcome:
+    """What `/emailsync sync|pause|resume` did to one of the person's mailboxes."""
+
+    email: str
+    done: bool  # False: refused, and `refusal` says why
+    queued: bool = False  # sync only: a sync is running and this one follows it
+    refusal: str = ""
+
+
+BULK_ACTIONS = ("sync", "pause", "resume")
+
+
+def for_each_account(db: Engine, action: str, *, team_id: str, user_id: str) -> list[BulkOutcome]:
+    """Sync, pause or resume every mailbox of one person (mailboxes being set up or disconnected are left out)."""
+    if action not in BULK_ACTIONS:
+        raise ValueError(f"unknown action {action!r}; expected one of {', '.join(BULK_ACTIONS)}")
+    outcomes = []
+    for account in summaries(db, team_id=team_id, user_id=user_id):
+        if account.state in (AccountState.DISCONNECTED, AccountState.CONNECTING):
+            continue
+        try:
+            queued = False
+            if action == "sync":
+                queued = sync_now(db, account.id, team_id=team_id, user_id=user_id)
+            elif action == "pause":
+                pause(db, account.id, team_id=team_id, user_id=user_id)
+            else:
+                resume(db, account.id, team_id=team_id, user_id=user_id)
+        except FieldError as exc:
+            outcomes.append(BulkOutcome(account.email, done=False, refusal=exc.message))
+        else:
+            outcomes.append(BulkOutcome(account.email, done=True, queued=queued))
+    return outcomes
+
+
 def sync_now(db: Engine, account_id: int, *, team_id: str, user_id: str) -> bool:
     """Make the account due now; True when a sync is running and this one will follow it."""
     with session_scope(db) as session:
         account = _owned(session, account_id, team_id, user_id)
-        if account.state in ("paused", "needs_reauth", "disconnected", "connecting"):
+        if account.state not in SYNCABLE:
             raise FieldError("state", _why_not_syncing(account))
         account_queries.request_sync_now(session, account_id=account_id)
         return account.lease_owner is not None
@@ -97,9 +135,10 @@ def pause(db: Engine, account_id: int, *, team_id: str, user_id: str, reason: st
     """Stop syncing until resumed (what is stored stays)."""
     with session_scope(db) as session:
         account = _owned(session, account_id, team_id, user_id)
-        if account.state in ("disconnected", "connecting"):
+        if not account_states.can_move(account.state, AccountState.PAUSED):
             raise FieldError("state", _why_not_syncing(account))
-        account.state, account.paused_reason, account.next_sync_at = "paused", reason, None
+        account_states.move(account, AccountState.PAUSED)
+        account.paused_reason, account.next_sync_at = reason, None
         session.add(account)
 
 
@@ -107,9 +146,10 @@ def resume(db: Engine, account_id: int, *, team_id: str, user_id: str) -> None:
     """Sync again, at once."""
     with session_scope(db) as session:
         account = _owned(session, account_id, team_id, user_id)
-        if account.state != "paused":
+        if account.state != AccountState.PAUSED:
             return
-        account.state, account.paused_reason, account.next_sync_at = "active", None, utcnow()
+        account_states.move(account, AccountState.ACTIVE)
+        account.paused_reason, account.next_sync_at = None, utcnow()
         session.add(account)
 
 
@@ -185,6 +225,15 @@ def widen_window(
             account.next_sync_at = utcnow()
         session.add(account)
         return new_start
+
+
+def reconnect_identity(db: Engine, account_id: int) -> tuple[str, str | None] | None:
+    """The address a reconnect link is for and the sign-in provider it used (None: a password), if it exists."""
+    with session_scope(db, readonly=True) as session:
+        account = account_queries.get_account(session, account_id)
+        if account is None:
+            return None
+        return account.email, account.oauth_provider if account.auth_kind == "oauth" else None
 
 
 def reconnect(db: Engine, account_id: int, *, team_id: str, user_id: str) -> tuple[SetupState, str]:
@@ -290,9 +339,10 @@ def _owned(session: Session, account_id: int, team_id: str, user_id: str) -> Ema
 
 
 def _why_not_syncing(account: EmailAccount) -> str:
-    return {
-        "paused": "This mailbox is paused; resume it first.",
-        "needs_reauth": "This mailbox needs you to reconnect it first.",
-        "disconnected": "This mailbox is disconnected.",
-        "connecting": "Finish the setup first.",
-    }.get(account.state, "This mailbox cannot sync now.")
+    why: dict[str, str] = {
+        AccountState.PAUSED: "This mailbox is paused; resume it first.",
+        AccountState.NEEDS_REAUTH: "This mailbox needs you to reconnect it first.",
+        AccountState.DISCONNECTED: "This mailbox is disconnected.",
+        AccountState.CONNECTING: "Finish the setup first.",
+    }
+    return why.get(account.state, "This mailbox cannot sync now.")

@@ -26,6 +26,7 @@ from models import setup_sessions as prefs_queries
 from models.clock import utcnow
 from models.db import session_scope
 from models.secrets import SecretBox
+from models.states import AccountState
 from models.tables import EmailAccount, SentEmail, UserSettings
 from sync.errors import SyncError
 from sync.imap_session import STRICT_POLICY, SslContextFactory, account_login, default_ssl_context, security_of
@@ -163,7 +164,7 @@ def send(db: Engine, box: SecretBox, config: SendConfig, draft: Draft) -> SendRe
         account = account_queries.get_account(session, draft.account_id)
         if account is None or account.team_id != draft.team_id or account.user_id != draft.user_id:
             raise ComposeError("from", "Choose one of your own mailboxes.")
-        if account.state == "disconnected":
+        if account.state == AccountState.DISCONNECTED:
             raise ComposeError("from", f"{account.email} is disconnected; connect it again to send.")
         if not account.smtp_host:
             raise ComposeError("from", f"{account.email} has no outgoing (SMTP) server set up.")
@@ -367,7 +368,7 @@ def compose_defaults(
         accounts = [
             a
             for a in account_queries.accounts_of(session, team_id=team_id, user_id=user_id)
-            if a.state != "disconnected" and a.smtp_host
+            if a.state != AccountState.DISCONNECTED and a.smtp_host
         ]
         prefs = prefs_queries.get_user_settings(session, team_id=team_id, user_id=user_id)
         for row in [*accounts, prefs]:

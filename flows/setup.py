@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine
+from sqlmodel import Session
 
 from flows import connect_limits
 from flows.accounts import CONNECT_DEADLINE_SECONDS, START_OPTIONS, FieldError, check_connection, start_date_for
@@ -21,9 +22,11 @@ from models import accounts as account_queries
 from models import connect_failures as failure_queries
 from models import contacts as contact_queries
 from models import setup_sessions as setup_queries
+from models import states as account_states
 from models.clock import utcnow
 from models.db import session_scope
 from models.secrets import SecretBox
+from models.states import AccountState
 from models.tables import EmailAccount, Folder, SetupSession
 from sync.errors import SyncError
 from sync.folders import RemoteFolder, selected_by_default
@@ -321,20 +324,31 @@ def store_connection(
                 raise FieldError("email", f"This link reconnects {account.email}; sign in with that address.")
             for name, value in fields.items():
                 setattr(account, name, value)
-            # The last error stays until a sync succeeds: that success is what tells the person "recovered".
-            account.state = "active"
+            # The last error stays until a sync succeeds (the engine logs the recovery then), but the person
+            # hears of it once, from the reconnect's own message: the error is marked as no longer told, so
+            # that sync stays silent and a new failure after it is told again.
+            account_states.move(account, AccountState.ACTIVE)
             account.failures = 0
             account.next_sync_at = utcnow()
+            account.error_notified_code = account.error_notified_at = None
             session.add(account)
+            draft = SetupDraft.from_json(row.draft)
+            draft.email = account.email  # the page and the message name the mailbox
+            row.draft = draft.to_json()
         else:
             existing = account_queries.find_account_by_email(
                 session, team_id=row.team_id, user_id=row.user_id, email=email
             )
-            if existing is not None and existing.state != "connecting":
+            if existing is not None and existing.state != AccountState.CONNECTING:
                 raise FieldError("email", f"{email} is already connected; use Reconnect in the App Home tab instead.")
             if existing is None:
                 account = account_queries.create_account(
-                    session, team_id=row.team_id, user_id=row.user_id, email=email, state="connecting", **fields
+                    session,
+                    team_id=row.team_id,
+                    user_id=row.user_id,
+                    email=email,
+                    state=AccountState.CONNECTING,
+                    **fields,
                 )
             else:
                 account = existing
@@ -389,7 +403,7 @@ def finish(db: Engine, session_id: int, *, team_id: str, user_id: str) -> int:
         account.start_date = start_date_for(draft.start, dt.date.today())
         account.contact_scope = draft.contact_scope if draft.start != "now" else "all"
         account.visibility = draft.visibility
-        account.state = "active"
+        account_states.move(account, AccountState.ACTIVE)
         account.next_sync_at = utcnow()
         session.add(account)
         chosen = set(draft.folders)
@@ -406,7 +420,7 @@ def finish(db: Engine, session_id: int, *, team_id: str, user_id: str) -> int:
         return row.account_id
 
 
-def _validate(draft: SetupDraft, changed: dict[str, Any], session: Any, row: SetupSession) -> None:
+def _validate(draft: SetupDraft, changed: dict[str, Any], session: Session, row: SetupSession) -> None:
     if "visibility" in changed and draft.visibility not in ("private", "shared"):
         raise FieldError("visibility", "Choose private or shared.")
     if "sync_mode" in changed and draft.sync_mode not in ("all", "labels"):
@@ -424,7 +438,7 @@ def _validate(draft: SetupDraft, changed: dict[str, Any], session: Any, row: Set
         raise FieldError("contact_scope", "Choose all people or CRM contacts only.")
 
 
-def _cache_folders(session: Any, account: EmailAccount, remote: list[Any]) -> None:
+def _cache_folders(session: Session, account: EmailAccount, remote: list[RemoteFolder]) -> None:
     assert account.id is not None
     known = {f.name for f in account_queries.folders_of(session, account.id)}
     for rf in remote:
@@ -434,14 +448,14 @@ def _cache_folders(session: Any, account: EmailAccount, remote: list[Any]) -> No
             )
 
 
-def _owned(session: Any, session_id: int, team_id: str, user_id: str) -> SetupSession:
+def _owned(session: Session, session_id: int, team_id: str, user_id: str) -> SetupSession:
     row = setup_queries.get_session(session, session_id)
     if row is None or row.team_id != team_id or row.user_id != user_id:
         raise NotYours(f"setup {session_id}")
     return row
 
 
-def _by_token(session: Any, token: str) -> SetupSession:
+def _by_token(session: Session, token: str) -> SetupSession:
     digest = hash_token(token)
     row = setup_queries.find_by_token_hash(session, digest)
     # The hash lookup finds the row; compare_digest keeps the final check constant-time.
@@ -456,7 +470,7 @@ def _by_token(session: Any, token: str) -> SetupSession:
     return row
 
 
-def _state(session: Any, row: SetupSession) -> SetupState:
+def _state(session: Session, row: SetupSession) -> SetupState:
     folders = [(f.name, f.role) for f in account_queries.folders_of(session, row.account_id)] if row.account_id else []
     return SetupState(
         session_id=row.id,  # type: ignore[arg-type]

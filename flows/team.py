@@ -18,6 +18,13 @@ UNINSTALLED = "uninstalled"
 USER_DEACTIVATED = "user_deactivated"
 
 
+def workspace_name(db: Engine, *, team_id: str) -> str | None:
+    """The workspace's name as its installation recorded it, or None (not installed through OAuth)."""
+    with session_scope(db, readonly=True) as session:
+        installed = installation_queries.find_latest(session, enterprise_id=None, team_id=team_id)
+        return installed.team_name if installed is not None else None
+
+
 def pause_team(db: Engine, *, team_id: str, reason: str = UNINSTALLED) -> int:
     """Pause every mailbox of the team and forget its Slack tokens; return how many mailboxes were paused.
 

@@ -9,6 +9,7 @@ from sqlalchemy import delete, func, or_, update
 from sqlmodel import Session, col, select
 
 from models.clock import utcnow
+from models.states import SYNCABLE, AccountState, RunKind, RunStatus
 from models.tables import (
     BlockedAddress,
     EmailAccount,
@@ -22,7 +23,7 @@ from models.tables import (
     UserSettings,
 )
 
-SYNCABLE_STATES = ("active", "syncing", "error")
+SYNCABLE_STATES = tuple(SYNCABLE)  # the engine skips an account in any other state
 
 
 def create_account(session: Session, **fields: object) -> EmailAccount:
@@ -67,7 +68,7 @@ def disconnect_account(session: Session, *, account_id: int) -> None:
         update(EmailAccount)
         .where(col(EmailAccount.id) == account_id)
         .values(
-            state="disconnected",
+            state=AccountState.DISCONNECTED,
             secret_encrypted="",
             oauth_access_encrypted=None,
             oauth_refresh_encrypted=None,
@@ -204,7 +205,7 @@ def folders_of(session: Session, account_id: int) -> list[Folder]:
     return list(session.exec(select(Folder).where(Folder.account_id == account_id).order_by(col(Folder.id))).all())
 
 
-def open_run(session: Session, *, account_id: int, kind: str) -> SyncRun:
+def open_run(session: Session, *, account_id: int, kind: RunKind) -> SyncRun:
     """Start a logical run."""
     run = SyncRun(account_id=account_id, kind=kind)
     session.add(run)
@@ -248,7 +249,7 @@ def accounts_of(session: Session, *, team_id: str, user_id: str) -> list[EmailAc
 def current_run(session: Session, account: EmailAccount) -> SyncRun | None:
     """The account's running sync, if any."""
     run = session.get(SyncRun, account.current_run_id) if account.current_run_id else None
-    return run if run is not None and run.status == "running" else None
+    return run if run is not None and run.status == RunStatus.RUNNING else None
 
 
 def replace_blocked(session: Session, *, team_id: str, user_id: str, patterns: list[str]) -> None:

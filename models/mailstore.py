@@ -88,7 +88,8 @@ def insert_locations(session: Session, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def _table(model: type[SQLModel]) -> Table:
-    return model.__table__  # type: ignore[attr-defined]
+    table: Table = model.__table__  # type: ignore[attr-defined]  # SQLModel declares it only at runtime
+    return table
 
 
 def update_folder(session: Session, folder: Folder, **values: Any) -> None:

@@ -10,6 +10,7 @@ from sqlalchemy import and_, delete, not_, or_, select
 from sqlmodel import Session, col
 
 from models.find import message_key
+from models.states import AccountState
 from models.tables import Contact, EmailAccount, IgnoredAddress, Message, MessageAddress, PeopleDigest, UserSettings
 
 GONE_REASONS = ("uninstalled", "user_deactivated")
@@ -30,10 +31,10 @@ class Correspondence:
 def people_with_mailboxes(session: Session) -> list[tuple[str, str]]:
     """(team, user) of everyone with a mailbox that is not disconnected, nor paused because the workspace
     uninstalled the app or the person was deactivated (nobody to write to)."""
-    gone = and_(col(EmailAccount.state) == "paused", col(EmailAccount.paused_reason).in_(GONE_REASONS))
+    gone = and_(col(EmailAccount.state) == AccountState.PAUSED, col(EmailAccount.paused_reason).in_(GONE_REASONS))
     rows = session.execute(
         select(col(EmailAccount.team_id), col(EmailAccount.user_id))
-        .where(col(EmailAccount.state) != "disconnected", not_(gone))
+        .where(col(EmailAccount.state) != AccountState.DISCONNECTED, not_(gone))
         .distinct()
         .order_by(col(EmailAccount.team_id), col(EmailAccount.user_id))
     ).all()

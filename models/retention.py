@@ -11,6 +11,7 @@ from sqlmodel import Session, col, select
 
 from models import connect_failures, sending, slack_events
 from models.clock import utcnow
+from models.states import RunStatus
 from models.tables import EmailAccount, SetupSession, SyncRun
 
 
@@ -32,7 +33,7 @@ def prune_finished_runs(session: Session, age: dt.timedelta) -> int:
         delete(SyncRun).where(
             col(SyncRun.finished_at).is_not(None),
             col(SyncRun.finished_at) < utcnow() - age,
-            col(SyncRun.status) != "running",
+            col(SyncRun.status) != RunStatus.RUNNING,
             col(SyncRun.id).not_in(current),
         )
     )

@@ -8,6 +8,7 @@ from sqlalchemy import BigInteger, Column, ForeignKey, Index, Integer, Text, Uni
 from sqlmodel import Field, SQLModel
 
 from models.clock import utcnow
+from models.states import AccountState, RunKind, RunStatus
 
 
 class UserSettings(SQLModel, table=True):
@@ -50,7 +51,7 @@ class EmailAccount(SQLModel, table=True):
     smtp_host: str | None = Field(default=None, max_length=255)
     smtp_port: int | None = None
     smtp_security: str | None = Field(default=None, max_length=16)
-    state: str = Field(default="active", max_length=16, index=True)
+    state: str = Field(default=AccountState.ACTIVE, max_length=16, index=True)  # an AccountState
     sync_mode: str = Field(default="all", max_length=16)  # all | labels
     start_option: str = Field(default="now", max_length=16)  # now | 1m | 3m | 6m | 1y | date
     start_date: dt.date | None = None  # absolute start of the past sync; None for "now"
@@ -234,8 +235,8 @@ class SyncRun(SQLModel, table=True):
     account_id: int = Field(
         sa_column=Column(Integer, ForeignKey("email_account.id", ondelete="CASCADE"), nullable=False, index=True)
     )
-    kind: str = Field(default="incremental", max_length=16)  # past | incremental | widen
-    status: str = Field(default="running", max_length=16)  # running | done | failed
+    kind: str = Field(default=RunKind.INCREMENTAL, max_length=16)  # a RunKind
+    status: str = Field(default=RunStatus.RUNNING, max_length=16)  # a RunStatus
     started_at: dt.datetime = Field(default_factory=utcnow)
     finished_at: dt.datetime | None = None
     slices: int = 0

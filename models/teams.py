@@ -6,6 +6,7 @@ from sqlalchemy import delete, or_, update
 from sqlmodel import Session, col, select
 
 from models.clock import utcnow
+from models.states import AccountState, may_become
 from models.tables import (
     BlockedAddress,
     Contact,
@@ -20,18 +21,17 @@ from models.tables import (
     UserSettings,
 )
 
-# A disconnected mailbox has nothing to pause; one being connected has no sync yet; a paused one keeps its reason.
-_NOT_PAUSABLE = ("paused", "disconnected", "connecting")
+# Those the transition table lets pause (a disconnected mailbox has nothing to pause, one being connected has
+# no sync yet); a paused one is left out so it keeps its reason.
+_PAUSABLE = tuple(may_become(AccountState.PAUSED) - {AccountState.PAUSED})
 
 
 def pause_accounts(session: Session, *, team_id: str, user_id: str | None = None, reason: str) -> int:
     """Pause the team's mailboxes (or one person's) that sync or could; return how many were paused."""
-    query = update(EmailAccount).where(
-        col(EmailAccount.team_id) == team_id, col(EmailAccount.state).not_in(_NOT_PAUSABLE)
-    )
+    query = update(EmailAccount).where(col(EmailAccount.team_id) == team_id, col(EmailAccount.state).in_(_PAUSABLE))
     if user_id is not None:
         query = query.where(col(EmailAccount.user_id) == user_id)
-    result = session.exec(query.values(state="paused", paused_reason=reason, next_sync_at=None))
+    result = session.exec(query.values(state=AccountState.PAUSED, paused_reason=reason, next_sync_at=None))
     return int(result.rowcount or 0)
 
 
@@ -41,10 +41,10 @@ def resume_accounts(session: Session, *, team_id: str, reason: str) -> int:
         update(EmailAccount)
         .where(
             col(EmailAccount.team_id) == team_id,
-            col(EmailAccount.state) == "paused",
+            col(EmailAccount.state) == AccountState.PAUSED,
             col(EmailAccount.paused_reason) == reason,
         )
-        .values(state="active", paused_reason=None, next_sync_at=utcnow())
+        .values(state=AccountState.ACTIVE, paused_reason=None, next_sync_at=utcnow())
     )
     return int(result.rowcount or 0)
 

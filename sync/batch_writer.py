@@ -16,6 +16,7 @@ from models import mailstore
 from models.clock import utcnow
 from models.tables import Folder
 from sync.bodystructure import BodyPlan
+from sync.metrics import count_stored
 from sync.parse import Body, Headers
 from sync.slice_context import SliceContext
 
@@ -115,6 +116,7 @@ class BatchWriter:
             run.failed_messages += sum(1 for c in batch.stored if c.failed)
             if ctx.recorded:
                 account_queries.save_run_counts(session, run)
+        count_stored(len(pks))  # after the commit: only what is really in the database
         ctx.after_batch()
 
     def message_row(self, cand: Candidate, folder: Folder) -> dict[str, Any]:

@@ -21,10 +21,11 @@ from sqlmodel import Session
 
 from models import accounts as account_queries
 from models import contacts as contact_queries
-from models import mailstore
+from models import mailstore, states
 from models.clock import utcnow
 from models.db import session_scope
 from models.secrets import SecretBox, SecretKeyError
+from models.states import AccountState, RunKind, RunStatus
 from models.tables import EmailAccount, Folder, SyncRun
 from sync.backoff import backoff_seconds
 from sync.batch_writer import BatchWriter
@@ -146,7 +147,7 @@ def _run_slice(deps: EngineDeps, account_id: int, token: int, budget: float, dl:
                 key_error = exc
             run, recorded = _open_run(session, account)
             if recorded:
-                account.state = "syncing"
+                states.move(account, AccountState.SYNCING)
                 account.current_run_id = run.id
                 session.add(account)
             ctx = SliceContext(deps, account, run, token=token, budget=budget, slice_deadline=dl, recorded=recorded)
@@ -172,15 +173,15 @@ def _open_run(session: Session, account: EmailAccount) -> tuple[SyncRun, bool]:
     SliceContext.note_change), so a poll that finds nothing leaves no trace.
     """
     run = session.get(SyncRun, account.current_run_id) if account.current_run_id else None
-    if run is None or run.status != "running":
+    if run is None or run.status != RunStatus.RUNNING:
         pending = any(f.selected and not f.backfill_done for f in account_queries.folders_of(session, account.id))  # type: ignore[arg-type]
         first_sync = account.start_date is not None and not account.last_synced_at
-        kind = "past" if first_sync else "widen" if pending else "incremental"
+        kind = RunKind.PAST if first_sync else RunKind.WIDEN if pending else RunKind.INCREMENTAL
         # A poll of a healthy account that has synced before: its row waits until something happens.
         # The first sync of an account, a retry after an error and any other state are events already.
         plain_poll = (
-            kind == "incremental"
-            and account.state == "active"
+            kind == RunKind.INCREMENTAL
+            and account.state == AccountState.ACTIVE
             and account.last_error_code is None
             and account.last_synced_at is not None
         )
@@ -333,18 +334,18 @@ class _AccountSync:
             assert account is not None
             now = utcnow()
             # Paused or disconnected while this slice ran (by the owner, an uninstall, a deactivation): that wins.
-            stopped = account.state in ("paused", "disconnected")
+            stopped = account.state in (AccountState.PAUSED, AccountState.DISCONNECTED)
             if not done:
                 if not stopped:
                     account.next_sync_at = now  # continue at the next tick; other accounts get a turn first
                     if ctx.recorded:
-                        account.state = "syncing"
+                        states.move(account, AccountState.SYNCING)
                 session.add(account)
                 return
             if ctx.recorded:
                 run = session.get(SyncRun, ctx.run.id)
                 assert run is not None
-                run.status = "done"
+                run.status = RunStatus.DONE
                 run.finished_at = now
                 if run.stored:  # nothing stored, nobody newly matched: a no-change sync stays O(1) here
                     run.contacts_matched = mailstore.contacts_matched_since(
@@ -353,7 +354,7 @@ class _AccountSync:
                 ctx.run.contacts_matched = run.contacts_matched
                 session.add(run)
                 if not stopped:
-                    account.state = "active"
+                    states.move(account, AccountState.ACTIVE)
                 account.current_run_id = None
             # A poll without a row left the state alone: it was "active" and nothing happened to change it
             # (writing it each poll would make Home see a change where there is none).
@@ -390,17 +391,17 @@ class _AccountSync:
                 account.last_error_message = str(exc)
                 account.last_error_at = now
                 if isinstance(exc, AuthFailed):
-                    account.state = "needs_reauth"
+                    states.move(account, AccountState.NEEDS_REAUTH)
                     account.next_sync_at = None  # nothing to retry until the person reconnects
                     run = session.get(SyncRun, ctx.run.id)
                     if run is not None:
-                        run.status = "failed"
+                        run.status = RunStatus.FAILED
                         run.finished_at = now
                         run.error_code, run.error_message = exc.code, str(exc)
                         session.add(run)
                     account.current_run_id = None
-                elif account.state not in ("paused", "disconnected"):  # a pause that landed meanwhile wins
-                    account.state = "error"
+                elif account.state not in (AccountState.PAUSED, AccountState.DISCONNECTED):  # a pause landed meanwhile
+                    states.move(account, AccountState.ERROR)
                     wait = exc.retry_after if isinstance(exc, Throttled) else backoff_seconds(account.failures)
                     account.next_sync_at = now + dt.timedelta(seconds=wait)
                 session.add(account)

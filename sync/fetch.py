@@ -209,7 +209,8 @@ def _internaldate(value: object, normalise_times: bool) -> dt.datetime | None:
     m = _INTERNALDATE.fullmatch(value) if isinstance(value, bytes) and not normalise_times else None
     month = _MONTHS.get(m.group(2).upper()) if m else None
     if m is None or month is None:
-        return parse_to_datetime(value, normalise=normalise_times)
+        parsed: dt.datetime = parse_to_datetime(value, normalise=normalise_times)  # imapclient has no types
+        return parsed
     day, _, year, hour, minute, second, zh, zm = m.groups()
     zone = _zones.get(zh + zm)
     if zone is None:

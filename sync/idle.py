@@ -29,7 +29,6 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 from imapclient import IMAPClient
 
@@ -46,9 +45,6 @@ from sync.idle_loop import Ended, Handover, IdleLoop
 from sync.imap_limits import MB, ResponseLimits
 from sync.imap_session import ImapLogin, account_login, close_client, open_logged_in, translate_errors
 from sync.oauth_tokens import TokenKeeper
-
-if TYPE_CHECKING:
-    from bot.services import Services
 
 log = logging.getLogger(__name__)
 
@@ -438,8 +434,8 @@ def _take_socket(client: IMAPClient) -> tuple[socket.socket, bytes]:
     return sock, leftover
 
 
-def start_idle_watcher(services: Services, trigger: Callable[[int], None]) -> IdleWatcher:
+def start_idle_watcher(
+    deps: EngineDeps, trigger: Callable[[int], None], *, idle_seconds: float, lease_ttl: float
+) -> IdleWatcher:
     """Start watching INBOXes for this worker process; ``trigger(account_id)`` is called on each change."""
-    settings = services.settings
-    deps = services.engine_deps("worker")  # the watch owner reads idle:worker:<host>:<pid>:<suffix>
-    return IdleWatcher(deps, trigger, idle_seconds=settings.idle_seconds, lease_ttl=settings.lease_ttl).start()
+    return IdleWatcher(deps, trigger, idle_seconds=idle_seconds, lease_ttl=lease_ttl).start()

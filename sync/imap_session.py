@@ -220,7 +220,7 @@ class _PinnedIMAP4(LimitedIMAP4):
         return sock
 
 
-class _PinnedIMAPClient(IMAPClient):
+class _PinnedIMAPClient(IMAPClient):  # type: ignore[misc]  # imapclient ships no type hints
     """IMAPClient whose connection goes to the checked addresses only, under response limits."""
 
     def __init__(self, host: str, addresses: list[str], limits: ResponseLimits, **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -19,6 +19,8 @@ from models.db import session_scope
 from sync.deadline import expire_all
 from sync.engine import EngineDeps, Outcome, sync_account
 from sync.failure_log import FailureReminder, database_causes
+from sync.metrics import set_accounts_due, set_queue_depth
+from sync.slice_metrics import metered, observed_slice
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +52,11 @@ class LocalDispatcher:
     """Runs syncs in a thread pool of this process; an account already running here is not queued twice."""
 
     def __init__(self, deps: EngineDeps, *, workers: int, slice_seconds: float | None) -> None:
-        self.deps = deps
+        self.deps = replace(deps, notifier=metered(deps.notifier))  # slices and errors land in /metrics
         self.slice_seconds = slice_seconds
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sync")
         self._running: set[int] = set()
+        self._waiting = 0  # submitted, not yet started: the queue depth in /metrics
         self._futures: set[Future[Outcome | None]] = set()
         self._lock = threading.Lock()
 
@@ -65,15 +68,26 @@ class LocalDispatcher:
             self._running.add(account_id)
             future = self._pool.submit(self._run, account_id)
             self._futures.add(future)
+            self._waiting += 1
+            set_queue_depth(self._waiting)
         future.add_done_callback(self._forget)
 
     def _forget(self, future: Future[Outcome | None]) -> None:
         with self._lock:
             self._futures.discard(future)
+            if future.cancelled():  # shut down before its turn: it never started, so it no longer waits
+                self._waiting -= 1
+                set_queue_depth(self._waiting)
 
     def _run(self, account_id: int) -> Outcome | None:
+        with self._lock:
+            self._waiting -= 1
+            set_queue_depth(self._waiting)
         try:
-            return sync_account(self.deps, account_id, budget_seconds=self.slice_seconds)
+            with observed_slice(self.deps.db, account_id) as tally:
+                outcome = sync_account(self.deps, account_id, budget_seconds=self.slice_seconds)
+                tally.outcome = outcome.value
+            return outcome
         except Exception:
             log.exception("account %s: sync slice crashed", account_id)
             return None
@@ -137,6 +151,7 @@ class Clock:
             account_queries.record_heartbeat(session, name=HEARTBEAT_NAME, owner=self.deps.owner)
             # Hold claimed accounts as long as a lease lives, so a dead worker's accounts come back.
             claimed = account_queries.claim_due_accounts(session, hold_seconds=self.deps.config.lease_ttl)
+        set_accounts_due(len(claimed))
         for account_id in claimed:
             self.dispatcher.dispatch(account_id)
         return claimed

@@ -16,8 +16,10 @@ from typing import TYPE_CHECKING
 from sqlmodel import Session
 
 from models import accounts as account_queries
+from models import states
 from models.clock import utcnow
 from models.db import session_scope
+from models.states import AccountState
 from models.tables import EmailAccount, SyncRun
 from sync.deadline import Deadline
 from sync.errors import LeaseLost
@@ -85,8 +87,8 @@ class SliceContext:
         session.flush()
         account = session.get(EmailAccount, self.account_id)
         assert account is not None
-        if account.state not in ("paused", "disconnected"):  # a pause that landed meanwhile wins
-            account.state = "syncing"
+        if account.state not in (AccountState.PAUSED, AccountState.DISCONNECTED):  # a pause that landed meanwhile wins
+            states.move(account, AccountState.SYNCING)
         account.current_run_id = self.run.id
         session.add(account)
         self.recorded = True

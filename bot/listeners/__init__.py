@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from slack_bolt import App, BoltRequest, BoltResponse
 
+from bot.deps import SlackDeps
 from bot.listeners import commands, contacts, find, home, lifecycle, send, setup
-from bot.slack_app import SlackDeps
 from models import slack_events
 from models.db import session_scope
 

@@ -3,25 +3,21 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import ids
-from bot.listeners.find import find_answer
-from bot.listeners.send import open_compose
-from bot.listeners.setup import start_and_open
-from bot.slack_app import SlackDeps
+from bot.actions.find import find_answer
+from bot.actions.send import open_compose
+from bot.actions.setup import start_and_open
+from bot.deps import SlackDeps
 from bot.views import messages
 from bot.views.blocks import escape
 from flows import lifecycle
-from flows.accounts import FieldError
 from flows.contacts import add_contact
 from flows.send import set_workspace_tracking
-from models import accounts as account_queries
-from models.db import session_scope
 
 _MAILTO = re.compile(r"<mailto:([^|>\s]+)(?:\|[^>]*)?>", re.IGNORECASE)
 
@@ -36,12 +32,13 @@ def register(app: App, deps: SlackDeps) -> None:
         words = (command.get("text") or "").split()
         sub = words[0].lower() if words else ""
         if sub in ("", "setup"):
-            if sub == "" and _accounts(deps, team_id, user_id):
-                respond(**_status(deps, team_id, user_id))
+            accounts = lifecycle.summaries(deps.services.db, team_id=team_id, user_id=user_id) if sub == "" else []
+            if accounts:
+                respond(**messages.status_message(accounts))
             else:
                 start_and_open(deps, client, command["trigger_id"], team_id, user_id)
         elif sub == "status":
-            respond(**_status(deps, team_id, user_id))
+            respond(**messages.status_message(lifecycle.summaries(deps.services.db, team_id=team_id, user_id=user_id)))
         elif sub in ("sync", "pause", "resume"):
             respond(**_for_each_account(deps, sub, team_id, user_id))
         elif sub == "find":
@@ -61,37 +58,16 @@ def register(app: App, deps: SlackDeps) -> None:
 
 def _for_each_account(deps: SlackDeps, verb: str, team_id: str, user_id: str) -> dict[str, Any]:
     """sync, pause or resume every mailbox of the caller; one line per mailbox."""
-    actions: dict[str, Callable[..., Any]] = {
-        "sync": lifecycle.sync_now,
-        "pause": lifecycle.pause,
-        "resume": lifecycle.resume,
-    }
-    act = actions[verb]
     done = {"sync": "syncs now", "pause": "is paused", "resume": "syncs again"}[verb]
     lines = []
-    for account in _accounts(deps, team_id, user_id):
-        if account.state in ("disconnected", "connecting"):
-            continue
-        try:
-            queued = act(deps.services.db, account.id, team_id=team_id, user_id=user_id)
-            extra = " right after the sync that is running" if verb == "sync" and queued else ""
-            lines.append(f"• {escape(account.email)} {done}{extra}.")
-        except FieldError as exc:
-            lines.append(f"• {escape(account.email)}: {exc.message}")
+    for outcome in lifecycle.for_each_account(deps.services.db, verb, team_id=team_id, user_id=user_id):
+        if not outcome.done:
+            lines.append(f"• {escape(outcome.email)}: {outcome.refusal}")
+        else:
+            extra = " right after the sync that is running" if outcome.queued else ""
+            lines.append(f"• {escape(outcome.email)} {done}{extra}.")
     text = "\n".join(lines) or "You have no mailbox connected yet. Type `/emailsync setup` to connect one."
     return {"response_type": "ephemeral", "text": text}
-
-
-def _accounts(deps: SlackDeps, team_id: str, user_id: str) -> list[Any]:
-    with session_scope(deps.services.db, readonly=True) as session:
-        return [a for a in account_queries.list_accounts(session, team_id=team_id) if a.user_id == user_id]
-
-
-def _status(deps: SlackDeps, team_id: str, user_id: str) -> dict[str, Any]:
-    accounts = _accounts(deps, team_id, user_id)
-    with session_scope(deps.services.db, readonly=True) as session:
-        counts = account_queries.message_counts(session, [a.id for a in accounts])
-    return messages.status_message(accounts, counts)
 
 
 def _add_contact(deps: SlackDeps, team_id: str, email: str, name: str | None) -> dict[str, Any]:

@@ -10,10 +10,11 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import ids
-from bot.listeners.home import publish_home
-from bot.listeners.replies import caller, tell
-from bot.slack_app import SlackDeps
+from bot.actions.home import publish_home
+from bot.actions.replies import tell
+from bot.deps import SlackDeps
 from bot.slack_files import SlackFileError, download_private_file
+from bot.view_state import caller, text
 from bot.views import contacts as views
 from flows import people
 from flows.accounts import FieldError
@@ -38,8 +39,8 @@ def register(app: App, deps: SlackDeps) -> None:
     def on_add_contact_submit(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         team_id, user_id = caller(body)
         values = body["view"]["state"]["values"]
-        email = _text(values, ids.B_CONTACT_EMAIL, ids.A_CONTACT_EMAIL)
-        name = _text(values, ids.B_CONTACT_NAME, ids.A_CONTACT_NAME)
+        email = text(values, ids.B_CONTACT_EMAIL, ids.A_CONTACT_EMAIL)
+        name = text(values, ids.B_CONTACT_NAME, ids.A_CONTACT_NAME)
         try:
             address, linked = add_contact(db, team_id=team_id, email=email, name=name or None, source="slack")
         except ValueError:
@@ -111,7 +112,7 @@ def register(app: App, deps: SlackDeps) -> None:
     def on_digest_add_submit(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         team_id, user_id = caller(body)
         view = body["view"]
-        name = _text(view["state"]["values"], ids.B_CONTACT_NAME, ids.A_CONTACT_NAME)
+        name = text(view["state"]["values"], ids.B_CONTACT_NAME, ids.A_CONTACT_NAME)
         try:
             digest_id, email = views.parse_digest_value(view.get("private_metadata") or "")
             digest, linked = people.add_suggested(
@@ -146,7 +147,3 @@ def _edit_digest(client: WebClient, digest: people.Digest) -> None:
 def _is_csv(info: dict[str, Any]) -> bool:
     kinds = {str(info.get("filetype") or "").lower(), str(info.get("mimetype") or "").lower().split(";")[0]}
     return bool(kinds & CSV_TYPES) or str(info.get("name") or "").lower().endswith(".csv")
-
-
-def _text(values: dict[str, Any], block: str, action: str) -> str:
-    return str((values.get(block, {}).get(action) or {}).get("value") or "").strip()

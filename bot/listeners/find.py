@@ -15,8 +15,9 @@ from slack_bolt import Ack, App, Respond
 from slack_sdk import WebClient
 
 from bot import ids
-from bot.listeners.replies import caller, tell
-from bot.slack_app import SlackDeps
+from bot.actions.replies import tell
+from bot.deps import SlackDeps
+from bot.view_state import caller
 from bot.views import find as views
 from flows import find as find_flow
 from flows.contacts import normalise_email
@@ -27,15 +28,6 @@ GONE = "That email is gone, or it is not shared with you any more."
 NOT_OWNER = "Only the person whose mailbox holds this thread can change who sees it. Nothing was changed."
 _MAILTO = re.compile(r"<mailto:([^|>\s]+)(?:\|[^>]*)?>", re.IGNORECASE)
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-
-
-def find_answer(deps: SlackDeps, *, team_id: str, user_id: str, query: str) -> dict[str, Any]:
-    """The ephemeral answer to `/emailsync find <query>` (called after the command was acked)."""
-    try:
-        result = find_flow.find(deps.services.db, team_id=team_id, user_id=user_id, query=query)
-    except FindError as exc:
-        return views.find_error_message(exc.message)
-    return views.results_message(result)
 
 
 def addresses_in(text: str) -> list[str]:

@@ -11,14 +11,14 @@ from slack_sdk import WebClient
 from sqlalchemy import Engine
 
 from bot import ids
-from bot.slack_app import SlackDeps
+from bot.actions.home import publish_home
+from bot.actions.replies import tell
+from bot.deps import SlackDeps
+from bot.view_state import caller, checked, picked, selected, text
 from bot.views import home as views
-from bot.views.send import home_sent_blocks
 from bot.views.setup import notice_view
 from flows import lifecycle, people
-from flows import send as send_flow
 from flows.accounts import FieldError
-from flows.contacts import contact_count
 from flows.lifecycle import AccountGone, AccountSummary
 from flows.setup import NotYours
 from sync.oauth_tokens import GrantRevoker
@@ -40,15 +40,6 @@ FIELD_BLOCKS = {
 }
 
 
-def publish_home(db: Engine, client: WebClient, team_id: str, user_id: str) -> None:
-    """Build and publish one person's Home tab."""
-    accounts = lifecycle.summaries(db, team_id=team_id, user_id=user_id)
-    prefs, blocked = lifecycle.general_settings(db, team_id=team_id, user_id=user_id)
-    contacts = contact_count(db, team_id=team_id)
-    sent = home_sent_blocks(send_flow.recent_sent(db, team_id=team_id, user_id=user_id))
-    client.views_publish(user_id=user_id, view=views.home_view(accounts, prefs, blocked, contacts=contacts, sent=sent))
-
-
 def register(app: App, deps: SlackDeps) -> None:
     """Register the Home tab and its buttons and modals."""
     db = deps.services.db
@@ -64,7 +55,7 @@ def register(app: App, deps: SlackDeps) -> None:
 
         def handler(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
             ack()
-            team_id, user_id = _caller(body)
+            team_id, user_id = caller(body)
             try:
                 account_id = int(body["actions"][0]["value"])
                 notice = act(account_id, team_id, user_id, body, client)
@@ -75,7 +66,7 @@ def register(app: App, deps: SlackDeps) -> None:
             except FieldError as exc:
                 notice = exc.message
             if notice:
-                _tell(client, body, user_id, notice)
+                tell(client, body, user_id, notice)
             publish_home(db, client, team_id, user_id)
 
         return handler
@@ -122,14 +113,14 @@ def register(app: App, deps: SlackDeps) -> None:
     @app.action(ids.A_HOME_GENERAL)
     def on_general(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()
-        team_id, user_id = _caller(body)
+        team_id, user_id = caller(body)
         prefs, blocked = lifecycle.general_settings(db, team_id=team_id, user_id=user_id)
         client.views_open(trigger_id=body["trigger_id"], view=views.general_view(prefs, blocked))
 
     @app.action(ids.A_HOME_DELETE_DATA)
     def on_delete_data(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
         ack()  # the button carries Slack's confirm dialog: reaching here means confirmed
-        team_id, user_id = _caller(body)
+        team_id, user_id = caller(body)
         count = lifecycle.delete_my_data(db, team_id=team_id, user_id=user_id, revoker=revoker)
         client.chat_postMessage(
             channel=user_id,
@@ -141,7 +132,7 @@ def register(app: App, deps: SlackDeps) -> None:
         """Wrap a modal submission: owner check, inline field errors, then republish Home."""
 
         def handler(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-            team_id, user_id = _caller(body)
+            team_id, user_id = caller(body)
             view = body["view"]
             try:
                 account_id = int(view.get("private_metadata") or "")
@@ -162,18 +153,15 @@ def register(app: App, deps: SlackDeps) -> None:
 
     def save_edit(account_id: int, team_id: str, user_id: str, values: dict[str, Any]) -> None:
         summary = _summary(db, account_id, team_id, user_id)
-        mode = _selected(values, ids.B_SYNC_MODE, ids.A_SYNC_MODE)
-        picked = [
-            o["value"] for o in (values.get(ids.B_FOLDERS, {}).get(ids.A_FOLDERS) or {}).get("selected_options") or []
-        ]
+        mode = selected(values, ids.B_SYNC_MODE, ids.A_SYNC_MODE)
         lifecycle.edit_settings(
             db,
             account_id,
             team_id=team_id,
             user_id=user_id,
             sync_mode=mode,
-            folders=views.folder_names(summary, picked),
-            visibility=_selected(values, ids.B_VISIBILITY, ids.A_VISIBILITY),
+            folders=views.folder_names(summary, picked(values, ids.B_FOLDERS, ids.A_FOLDERS)),
+            visibility=selected(values, ids.B_VISIBILITY, ids.A_VISIBILITY),
         )
 
     def save_widen(account_id: int, team_id: str, user_id: str, values: dict[str, Any]) -> None:
@@ -182,12 +170,12 @@ def register(app: App, deps: SlackDeps) -> None:
             account_id,
             team_id=team_id,
             user_id=user_id,
-            start=_selected(values, ids.B_START, ids.A_START) or "",
-            contact_scope=_selected(values, ids.B_SCOPE, ids.A_SCOPE) or "all",
+            start=selected(values, ids.B_START, ids.A_START) or "",
+            contact_scope=selected(values, ids.B_SCOPE, ids.A_SCOPE) or "all",
         )
 
     def save_disconnect(account_id: int, team_id: str, user_id: str, values: dict[str, Any]) -> None:
-        delete = _selected(values, ids.B_KEEP_MAIL, ids.A_KEEP_MAIL) == "delete"
+        delete = selected(values, ids.B_KEEP_MAIL, ids.A_KEEP_MAIL) == "delete"
         lifecycle.disconnect(db, account_id, team_id=team_id, user_id=user_id, delete_mail=delete, revoker=revoker)
 
     app.view(ids.EDIT_VIEW)(account_submission(save_edit))
@@ -196,22 +184,20 @@ def register(app: App, deps: SlackDeps) -> None:
 
     @app.view(ids.GENERAL_VIEW)
     def on_general_submit(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
-        team_id, user_id = _caller(body)
+        team_id, user_id = caller(body)
         values = body["view"]["state"]["values"]
-        tracking = {
-            o["value"] for o in (values.get(ids.B_TRACKING, {}).get(ids.A_TRACKING) or {}).get("selected_options") or []
-        }
-        blocked_text = (values.get(ids.B_BLOCKED, {}).get(ids.A_BLOCKED) or {}).get("value") or ""
-        digest_day = _selected(values, ids.B_DIGEST_DAY, ids.A_DIGEST_DAY) or "off"
-        digest_hour = _selected(values, ids.B_DIGEST_HOUR, ids.A_DIGEST_HOUR) or "9"
+        tracking = checked(values, ids.B_TRACKING, ids.A_TRACKING)
+        blocked_text = text(values, ids.B_BLOCKED, ids.A_BLOCKED)
+        digest_day = selected(values, ids.B_DIGEST_DAY, ids.A_DIGEST_DAY) or "off"
+        digest_hour = selected(values, ids.B_DIGEST_HOUR, ids.A_DIGEST_HOUR) or "9"
         try:
             lifecycle.save_general_settings(
                 db,
                 team_id=team_id,
                 user_id=user_id,
                 blocked=blocked_text.replace(",", "\n").splitlines(),
-                default_visibility=_selected(values, ids.B_VISIBILITY, ids.A_VISIBILITY) or "private",
-                notification_level=_selected(values, ids.B_NOTIFY_LEVEL, ids.A_NOTIFY_LEVEL) or "everything",
+                default_visibility=selected(values, ids.B_VISIBILITY, ids.A_VISIBILITY) or "private",
+                notification_level=selected(values, ids.B_NOTIFY_LEVEL, ids.A_NOTIFY_LEVEL) or "everything",
                 track_opens="track_opens" in tracking,
                 track_links="track_links" in tracking,
                 notify_tracking="notify_tracking" in tracking,
@@ -250,23 +236,3 @@ def _summary(db: Engine, account_id: int, team_id: str, user_id: str) -> Account
     if owner != (team_id, user_id):
         raise NotYours(str(account_id))
     return next(s for s in lifecycle.summaries(db, team_id=team_id, user_id=user_id) if s.id == account_id)
-
-
-def _selected(values: dict[str, Any], block: str, action: str) -> str | None:
-    selected = (values.get(block, {}).get(action) or {}).get("selected_option")
-    return str(selected["value"]) if selected else None
-
-
-def _tell(client: WebClient, body: dict[str, Any], user_id: str, text: str) -> None:
-    """A short answer to a button: ephemeral where there is a channel, else a direct message."""
-    channel = (body.get("channel") or {}).get("id")
-    if channel:
-        client.chat_postEphemeral(channel=channel, user=user_id, text=text)
-    else:
-        client.chat_postMessage(channel=user_id, text=text)
-
-
-def _caller(body: dict[str, Any]) -> tuple[str, str]:
-    user = body.get("user") or {}
-    team = (body.get("team") or {}).get("id") or user.get("team_id")
-    return str(team), str(user.get("id"))

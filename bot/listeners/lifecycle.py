@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt import App, BoltContext
 
-from bot.slack_app import SlackDeps
+from bot.deps import SlackDeps
 from flows import team as team_flow
 
 log = logging.getLogger(__name__)

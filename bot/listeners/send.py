@@ -11,77 +11,19 @@ from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError
 
 from bot import ids
-from bot.listeners.home import publish_home
-from bot.slack_app import SlackDeps
+from bot.actions.home import publish_home
+from bot.actions.send import open_compose, send_config
+from bot.deps import SlackDeps
+from bot.view_state import caller, checked, picked, selected, text
 from bot.views import send as views
 from flows import richtext
 from flows import send as send_flow
-from flows.send import ComposeError, Draft, SendConfig
+from flows.send import ComposeError, Draft
 
 log = logging.getLogger(__name__)
 
 # Which input block a ComposeError's field is shown under.
 FIELD_BLOCKS = {"to": ids.B_SEND_TO, "cc": ids.B_SEND_CC, "from": ids.B_SEND_FROM}
-
-
-def send_config(deps: SlackDeps) -> SendConfig:
-    """The sending settings of this process."""
-    s = deps.services.settings
-    return SendConfig(
-        public_base_url=deps.public_base_url,
-        timeout=s.imap_timeout,
-        max_bytes=s.send_max_bytes,
-        sends_per_hour=s.sends_per_hour,
-        tracking_allowed=s.tracking_enabled,
-        ssl_context=deps.ssl_context,
-        outbound=s.outbound_policy,
-        oauth=deps.services.oauth,
-    )
-
-
-def open_compose(
-    deps: SlackDeps,
-    client: WebClient,
-    trigger_id: str,
-    team_id: str,
-    user_id: str,
-    *,
-    to: list[str] | None = None,
-    body: richtext.RichText | None = None,
-    reply_to: int | None = None,
-    push: bool = False,
-) -> None:
-    """Open the compose modal (pushed over the modal it comes from), prefilled with the person's defaults."""
-    db = deps.services.db
-    accounts, prefs, allowed = send_flow.compose_defaults(db, send_config(deps), team_id=team_id, user_id=user_id)
-    show = client.views_push if push else client.views_open
-    if not accounts:
-        show(trigger_id=trigger_id, view=views.no_account_view())
-        return
-    subject, account_id = "", None
-    if reply_to is not None:
-        try:
-            first, subject, mine, body = send_flow.reply_defaults(
-                db, team_id=team_id, user_id=user_id, message_id=reply_to
-            )
-        except ComposeError:
-            reply_to = None
-        else:
-            to = [first] if first else []
-            account_id = next((a.id for a in accounts if a.email == mine), None)
-    view = views.compose_view(
-        accounts,
-        to=to or [],
-        subject=subject,
-        body=body,
-        account_id=account_id,
-        opens=prefs.track_opens,
-        links=prefs.track_links,
-        notify=prefs.notify_tracking,
-        tracking_allowed=allowed,
-        reply_to=reply_to,
-    )
-    show(trigger_id=trigger_id, view=view)
 
 
 def register(app: App, deps: SlackDeps) -> None:
@@ -91,8 +33,8 @@ def register(app: App, deps: SlackDeps) -> None:
     @app.shortcut(ids.SHORTCUT_SEND)
     def on_global_shortcut(ack: Ack, shortcut: dict[str, Any], client: WebClient) -> None:
         ack()
-        team_id = (shortcut.get("team") or {}).get("id") or shortcut.get("team_id")
-        open_compose(deps, client, shortcut["trigger_id"], str(team_id), shortcut["user"]["id"])
+        team_id, user_id = caller(shortcut)
+        open_compose(deps, client, shortcut["trigger_id"], team_id, user_id)
 
     @app.shortcut(ids.SHORTCUT_SEND_MESSAGE)
     def on_message_shortcut(ack: Ack, shortcut: dict[str, Any], client: WebClient) -> None:
@@ -101,8 +43,8 @@ def register(app: App, deps: SlackDeps) -> None:
         body = next((b for b in message.get("blocks") or [] if b.get("type") == "rich_text"), None)
         if body is None:
             body = richtext.from_text(str(message.get("text") or ""))
-        team_id = (shortcut.get("team") or {}).get("id")
-        open_compose(deps, client, shortcut["trigger_id"], str(team_id), shortcut["user"]["id"], body=body)
+        team_id, user_id = caller(shortcut)
+        open_compose(deps, client, shortcut["trigger_id"], team_id, user_id, body=body)
 
     @app.action(ids.A_REPLY)
     def on_reply(ack: Ack, body: dict[str, Any], client: WebClient) -> None:
@@ -111,21 +53,21 @@ def register(app: App, deps: SlackDeps) -> None:
             message_id = int(body["actions"][0]["value"])
         except (KeyError, ValueError):
             return
-        team_id = (body.get("team") or {}).get("id") or body["user"].get("team_id")
+        team_id, user_id = caller(body)
         # The id is re-checked in reply_defaults: only a message this person may see is quoted.
         open_compose(
             deps,
             client,
             body["trigger_id"],
-            str(team_id),
-            body["user"]["id"],
+            team_id,
+            user_id,
             reply_to=message_id,
             push=body.get("view") is not None,
         )
 
     def address_options(ack: Ack, body: dict[str, Any]) -> None:
-        team_id = (body.get("team") or {}).get("id") or body["user"].get("team_id")
-        found = send_flow.address_suggestions(db, team_id=str(team_id), text=str(body.get("value") or ""))
+        team_id, _ = caller(body)
+        found = send_flow.address_suggestions(db, team_id=team_id, text=str(body.get("value") or ""))
         ack(options=[views.address_option(email, name) for email, name in found][: views.MAX_ADDRESS_OPTIONS])
 
     app.options(ids.A_SEND_TO)(address_options)
@@ -133,8 +75,7 @@ def register(app: App, deps: SlackDeps) -> None:
 
     @app.view(ids.SEND_VIEW)
     def on_submit(ack: Ack, body: dict[str, Any], view: dict[str, Any], client: WebClient) -> None:
-        team_id = str((body.get("team") or {}).get("id") or body["user"].get("team_id"))
-        user_id = body["user"]["id"]
+        team_id, user_id = caller(body)
         values = view["state"]["values"]
         try:
             draft = _draft(values, view, team_id, user_id)
@@ -177,17 +118,11 @@ def register(app: App, deps: SlackDeps) -> None:
 
 
 def _draft(values: dict[str, Any], view: dict[str, Any], team_id: str, user_id: str) -> Draft:
-    def picked(block: str, action: str) -> list[str]:
-        state = (values.get(block) or {}).get(action)
-        options = state.get("selected_options") if isinstance(state, dict) else None
-        return [str(o.get("value")) for o in options or [] if isinstance(o, dict)]
-
-    chosen = (values.get(ids.B_SEND_FROM, {}).get(ids.A_SEND_FROM) or {}).get("selected_option") or {}
     try:
-        account_id = int(chosen.get("value") or "")
+        account_id = int(selected(values, ids.B_SEND_FROM, ids.A_SEND_FROM) or "")
     except ValueError:
         raise ComposeError("from", "Choose the mailbox to send from.") from None
-    tracking = picked(ids.B_SEND_TRACKING, ids.A_SEND_TRACKING)
+    tracking = checked(values, ids.B_SEND_TRACKING, ids.A_SEND_TRACKING)
     try:
         meta = json.loads(view.get("private_metadata") or "{}")
         reply_to = int(meta["reply_to"]) if meta.get("reply_to") is not None else None
@@ -197,9 +132,9 @@ def _draft(values: dict[str, Any], view: dict[str, Any], team_id: str, user_id: 
         team_id=team_id,
         user_id=user_id,
         account_id=account_id,
-        to=picked(ids.B_SEND_TO, ids.A_SEND_TO),
-        cc=picked(ids.B_SEND_CC, ids.A_SEND_CC),
-        subject=(values.get(ids.B_SEND_SUBJECT, {}).get(ids.A_SEND_SUBJECT) or {}).get("value") or "",
+        to=picked(values, ids.B_SEND_TO, ids.A_SEND_TO),
+        cc=picked(values, ids.B_SEND_CC, ids.A_SEND_CC),
+        subject=text(values, ids.B_SEND_SUBJECT, ids.A_SEND_SUBJECT, strip=False),
         body=(values.get(ids.B_SEND_BODY, {}).get(ids.A_SEND_BODY) or {}).get("rich_text_value"),
         track_opens="track_opens" in tracking,
         track_links="track_links" in tracking,

@@ -12,17 +12,18 @@ from bot.views.notifications import bar
 from bot.views.setup import MAX_STATIC_FOLDERS, START_LABELS
 from flows.lifecycle import AccountSummary
 from flows.people import schedule_text
+from models.states import AccountState
 from models.tables import UserSettings
 from sync.oauth import DISPLAY_NAMES
 
 STATE_ICONS = {
-    "active": "🟢",
-    "syncing": "🔄",
-    "paused": "⏸️",
-    "needs_reauth": "🔑",
-    "error": "⚠️",
-    "connecting": "🛠️",
-    "disconnected": "⚪",
+    AccountState.ACTIVE: "🟢",
+    AccountState.SYNCING: "🔄",
+    AccountState.PAUSED: "⏸️",
+    AccountState.NEEDS_REAUTH: "🔑",
+    AccountState.ERROR: "⚠️",
+    AccountState.CONNECTING: "🛠️",
+    AccountState.DISCONNECTED: "⚪",
 }
 PAUSE_REASONS = {
     "uninstalled": " (the app was removed from the workspace)",
@@ -67,7 +68,7 @@ def home_view(
 def account_card(a: AccountSummary) -> list[Block]:
     """One account: address, state, last sync, counts, progress, and its buttons."""
     state = STATE_LABELS.get(a.state, a.state) + (
-        PAUSE_REASONS.get(a.paused_reason or "", "") if a.state == "paused" else ""
+        PAUSE_REASONS.get(a.paused_reason or "", "") if a.state == AccountState.PAUSED else ""
     )
     lines = [f"{STATE_ICONS.get(a.state, '')} *{escape(a.email)}* · {state}"]
     if a.run_total:
@@ -82,12 +83,12 @@ def account_card(a: AccountSummary) -> list[Block]:
         details.append("past mail from CRM contacts only")
     details.append("new mail shared with the team" if a.visibility == "shared" else "new mail private")
     blocks: list[Block] = [{"type": "divider"}, section("\n".join(lines)), context(" · ".join(details))]
-    if a.last_error and a.state in ("error", "needs_reauth"):
+    if a.last_error and a.state in (AccountState.ERROR, AccountState.NEEDS_REAUTH):
         blocks.append(context(f"⚠️ {escape(a.last_error)}"))
     value = str(a.id)
     buttons = []
-    if a.state not in ("disconnected", "connecting"):
-        if a.state == "paused":
+    if a.state not in (AccountState.DISCONNECTED, AccountState.CONNECTING):
+        if a.state == AccountState.PAUSED:
             buttons.append(button("Resume", ids.A_HOME_RESUME, value, style="primary"))
         else:
             buttons.append(button("Sync now", ids.A_HOME_SYNC, value))
@@ -95,7 +96,9 @@ def account_card(a: AccountSummary) -> list[Block]:
         buttons.append(button("Edit settings", ids.A_HOME_EDIT, value))
         buttons.append(button("Sync past emails", ids.A_HOME_WIDEN, value))
     buttons.append(
-        button("Reconnect", ids.A_HOME_RECONNECT, value, style="primary" if a.state == "needs_reauth" else None)
+        button(
+            "Reconnect", ids.A_HOME_RECONNECT, value, style="primary" if a.state == AccountState.NEEDS_REAUTH else None
+        )
     )
     buttons.append(button("Disconnect", ids.A_HOME_DISCONNECT, value, style="danger"))
     blocks.append({"type": "actions", "block_id": f"account_{a.id}", "elements": buttons})

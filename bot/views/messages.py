@@ -6,16 +6,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from bot.views.blocks import escape, section
-from models.tables import EmailAccount
+from flows.lifecycle import AccountSummary
+from models.states import AccountState
 
 STATE_LABELS = {
-    "connecting": "setting up",
-    "active": "active",
-    "syncing": "syncing",
-    "paused": "paused",
-    "needs_reauth": "needs you to reconnect",
-    "error": "retrying after an error",
-    "disconnected": "disconnected",
+    AccountState.CONNECTING: "setting up",
+    AccountState.ACTIVE: "active",
+    AccountState.SYNCING: "syncing",
+    AccountState.PAUSED: "paused",
+    AccountState.NEEDS_REAUTH: "needs you to reconnect",
+    AccountState.ERROR: "retrying after an error",
+    AccountState.DISCONNECTED: "disconnected",
 }
 
 HELP = (
@@ -36,18 +37,18 @@ def help_message() -> dict[str, Any]:
     return {"response_type": "ephemeral", "text": HELP, "blocks": [section(HELP)]}
 
 
-def account_line(account: EmailAccount, messages: int) -> str:
+def account_line(account: AccountSummary) -> str:
     """One account in a status list."""
     state = STATE_LABELS.get(account.state, account.state)
     last = f", last synced {account.last_synced_at:%Y-%m-%d %H:%M} UTC" if account.last_synced_at else ""
-    error = f"\n   _{escape(account.last_error_message)}_" if account.last_error_message else ""
-    return f"• *{escape(account.email)}*: {state}, {messages:,} emails{last}{error}"
+    error = f"\n   _{escape(account.last_error)}_" if account.last_error else ""
+    return f"• *{escape(account.email)}*: {state}, {account.messages:,} emails{last}{error}"
 
 
-def status_message(accounts: Sequence[EmailAccount], counts: dict[int, int]) -> dict[str, Any]:
+def status_message(accounts: Sequence[AccountSummary]) -> dict[str, Any]:
     """The person's accounts, as an ephemeral response."""
     if not accounts:
         text = "You have no mailbox connected yet. Type `/emailsync setup` to connect one."
     else:
-        text = "*Your email sync*\n" + "\n".join(account_line(a, counts.get(a.id or 0, 0)) for a in accounts)
+        text = "*Your email sync*\n" + "\n".join(account_line(a) for a in accounts)
     return {"response_type": "ephemeral", "text": text, "blocks": [section(text)]}

@@ -6,10 +6,11 @@ from typing import Any
 
 from bot import ids
 from bot.views.blocks import button, context, escape, section
+from models.states import RunKind
 from sync.notifier import RunReport
 
 BAR_CELLS = 20
-KIND_WORDS = {"past": "past sync", "widen": "extra past sync", "incremental": "sync"}
+KIND_WORDS: dict[str, str] = {RunKind.PAST: "past sync", RunKind.WIDEN: "extra past sync", RunKind.INCREMENTAL: "sync"}
 
 
 def bar(done: int, total: int) -> str:

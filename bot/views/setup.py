@@ -248,6 +248,15 @@ def continue_setup_message(session_id: int, reason: str) -> dict[str, Any]:
     }
 
 
+def reconnected_message(email: str) -> dict[str, Any]:
+    """Told once after a reconnect: the mailbox syncs again, nothing else changed (no "syncing again" follows)."""
+    text = (
+        f"{email} is reconnected with every setting kept. It syncs again now: mail that arrived meanwhile comes "
+        "in with the next sync, and I'll tell you here if it stops again."
+    )
+    return {"text": text, "blocks": [section(escape(text))]}
+
+
 def sync_started_message(email: str, start: str) -> dict[str, Any]:
     """Told after "Sync": the first sync runs, and where its progress shows."""
     past = "" if start == "now" else f" and your past mail from {START_LABELS[start].lower()}"

@@ -161,6 +161,7 @@ def test_progress_is_edited_in_place_at_most_every_5_seconds(slack, mailbox, mon
     deps.config.ssl_context = mailbox.server.ssl_context
     deps.notifier = SlackNotifier(slack.services.db, lambda _team: slack.deps.client)
     assert sync_account(deps, account) is Outcome.DONE  # creates run 1, posts start, edits at the end
+    assert deps.notifier.flush()  # Slack calls go through the outbox's sender thread
     clock = Clock()
     monkeypatch.setattr("bot.notifier.utcnow", clock)
     notifier = deps.notifier
@@ -169,6 +170,7 @@ def test_progress_is_edited_in_place_at_most_every_5_seconds(slack, mailbox, mon
     for second in range(12):
         clock.now += dt.timedelta(seconds=1)
         notifier.sync_progress(report(slack, account, run_id=1, processed=second))
+        assert notifier.flush()  # each edit sent before the next report (queued edits would coalesce)
     updates = [c for c in slack.fake.calls_to("chat.update")][-2:]
     assert len(slack.fake.calls_to("chat.postMessage")) == posted + 1  # one message per run, edited after
     assert len([c for c in slack.fake.calls_to("chat.update")]) >= 2
@@ -188,6 +190,7 @@ def test_repeated_errors_make_one_message_then_recovery_says_so(slack, mailbox):
         session.add(row)
     for _ in range(3):
         assert sync_account(deps, account) is Outcome.FAILED
+    assert deps.notifier.flush()
     errors = [c for c in slack.fake.calls_to("chat.postMessage") if "stopped" in c.args.get("text", "")]
     assert len(errors) == 1 and "Reconnect" not in json.dumps(errors[0].args)
     with session_scope(slack.services.db) as session:
@@ -218,6 +221,7 @@ def test_wrong_password_gets_a_reconnect_button_and_level_nothing_is_silent(slac
             row.state, row.error_notified_code = "error", None
             session.add(row)
         sync_account(deps, account)
+        assert deps.notifier.flush()
         assert len([c for c in slack.fake.calls_to("chat.postMessage") if "stopped" in c.args.get("text", "")]) == 1
     finally:
         mailbox.server.set_password(mailbox.user, mailbox.password)
@@ -234,9 +238,11 @@ def test_a_repeated_error_is_reminded_daily_and_errors_only_mutes_progress(slack
     lifecycle.save_general_settings(slack.services.db, team_id="T0001", user_id="U0001", notification_level="errors")
 
     def errors_posted() -> int:
+        assert notifier.flush()
         return len([c for c in slack.fake.calls_to("chat.postMessage") if "stopped" in c.args.get("text", "")])
 
     notifier.sync_started(report(slack, account))
+    assert notifier.flush()
     assert slack.fake.calls_to("chat.postMessage") == []  # errors only: no progress message
     for hours in (0, 1, 22):  # 23 hours after the first message: still quiet
         clock.now += dt.timedelta(hours=hours)

@@ -539,7 +539,7 @@ def test_smtp_failures_name_who_got_it_and_nothing_is_sent_twice(world: World) -
     assert len(received(w)) == 2
     sent = last_sent(w)
     # The same modal submitted again sends nothing (one submission, one send).
-    from bot.listeners.send import send_config
+    from bot.actions.send import send_config
     from flows import send as send_flow
 
     again = send_flow.send(
@@ -636,7 +636,7 @@ def test_shortcuts_and_reply_with_in_reply_to_references_and_quoted_text(world: 
 def test_operator_switch_own_size_limit_and_rate_limit(world: World) -> None:
     import dataclasses
 
-    from bot.listeners.send import send_config
+    from bot.actions.send import send_config
     from flows import send as send_flow
 
     w = world

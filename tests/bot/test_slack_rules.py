@@ -12,7 +12,7 @@ from bot import ids
 from flows import setup as setup_flow
 from flows.contacts import import_contacts_csv
 from models.db import session_scope
-from models.tables import SetupSession
+from models.tables import EmailAccount, SetupSession
 from tests.support.slack_app import connect_mailbox
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -172,3 +172,23 @@ def test_status_lists_accounts_without_secrets(slack, mailbox):
     post = slack.fake.wait_for("response_url")[0]
     text = json.dumps(post.args)
     assert f"{mailbox.user}@example.net" in text and "setting up" in text and mailbox.password not in text
+
+
+def test_pause_and_resume_every_mailbox_from_the_command(slack, mailbox):
+    db = slack.services.db
+    ids_of = {}
+    for user_id in ("U0001", "U0002"):  # U0002's mailbox, in the same workspace, must stay as it is
+        state = connect_mailbox(slack, mailbox, user_id=user_id)
+        setup_flow.save_step(db, state.session_id, team_id="T0001", user_id=user_id, step="start", start="now")
+        ids_of[user_id] = setup_flow.finish(db, state.session_id, team_id="T0001", user_id=user_id)
+    address = f"{mailbox.user}@example.net"
+    slack.driver.slash_command("pause")
+    assert slack.fake.wait_for("response_url")[0].args["text"] == f"• {address} is paused."
+    slack.driver.slash_command("sync")
+    assert slack.fake.wait_for("response_url", count=2)[1].args["text"].startswith(f"• {address}: ")
+    slack.driver.slash_command("resume")
+    assert slack.fake.wait_for("response_url", count=3)[2].args["text"] == f"• {address} syncs again."
+    slack.driver.slash_command("pause", user_id="U0003")
+    assert "no mailbox connected" in slack.fake.wait_for("response_url", count=4)[3].args["text"]
+    with session_scope(db) as session:
+        assert session.get(EmailAccount, ids_of["U0002"]).state == "active"

@@ -11,8 +11,8 @@ from slack_sdk.models.views import View
 from bot import ids
 from bot.views import messages
 from bot.views import setup as views
+from flows.lifecycle import AccountSummary
 from flows.setup import SetupDraft, SetupState
-from models.tables import EmailAccount
 from sync.preview import WindowPreview
 from tests.support.block_kit import limit_errors
 
@@ -82,23 +82,30 @@ def test_choices_that_change_the_view_dispatch_actions(radio_block):
 
 def test_home_status_and_help_are_valid_for_many_accounts():
     accounts = [
-        EmailAccount(
+        AccountSummary(
             id=i,
-            team_id="T",
-            user_id="U",
             email=f"a{i}@<b>.test",
-            imap_host="h",
-            username="u",
-            secret_encrypted="x",
             state="error",
-            last_error_message="x" * 500,
+            paused_reason=None,
+            sync_mode="all",
+            start_option="now",
+            start_date=None,
+            contact_scope="all",
+            visibility="private",
+            messages=5 if i == 1 else 0,
+            last_synced_at=None,
+            last_error="x" * 500,
+            run_processed=None,
+            run_total=None,
+            folders=[],
         )
         for i in range(60)
     ]
-    status = messages.status_message(accounts, {1: 5})
+    status = messages.status_message(accounts)
+    assert "5 emails" in status["text"] and "retrying after an error" in status["text"]
     assert "&lt;b&gt;" in status["text"]
     assert "setup" in messages.help_message()["text"]
-    assert "no mailbox" in messages.status_message([], {})["text"]
+    assert "no mailbox" in messages.status_message([])["text"]
 
 
 def test_the_limit_checker_catches_what_slack_rejects():

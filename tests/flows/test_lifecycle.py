@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlmodel import select
 
 from flows import lifecycle
 from flows.accounts import FieldError
@@ -111,3 +112,30 @@ def test_disconnect_keeps_or_deletes_and_delete_my_data(mailbox, connect, run_sy
     assert subjects(deps, account) == ["kept"]
     assert lifecycle.delete_my_data(deps.db, **who) == 1
     assert list(export_messages(deps.db, account_id=account)) == []
+
+
+def test_for_each_account_acts_on_the_persons_mailboxes_only(mailbox, connect, deps):
+    account = connect(start="now")
+    who = owner(deps, account)
+    with session_scope(deps.db) as session:  # someone else in the same workspace, and a half-done setup
+        for user_id, state in (("U2", "active"), (who["user_id"], "connecting")):
+            other = EmailAccount.model_validate(
+                {**session.get(EmailAccount, account).model_dump(exclude={"id"}), "user_id": user_id, "state": state}
+            )
+            other.email = f"{user_id}-{state}@example.net"
+            session.add(other)
+    [paused] = lifecycle.for_each_account(deps.db, "pause", **who)
+    assert (paused.email, paused.done) == (f"{mailbox.user}@example.net", True)
+    [refused] = lifecycle.for_each_account(deps.db, "sync", **who)
+    assert not refused.done and "paused" in refused.refusal
+    [resumed] = lifecycle.for_each_account(deps.db, "resume", **who)
+    assert resumed.done and not resumed.queued
+    with session_scope(deps.db) as session:
+        states = {a.email: a.state for a in session.exec(select(EmailAccount)).all()}
+    assert states == {
+        f"{mailbox.user}@example.net": "active",
+        "U2-active@example.net": "active",
+        f"{who['user_id']}-connecting@example.net": "connecting",
+    }
+    with pytest.raises(ValueError, match="unknown action"):
+        lifecycle.for_each_account(deps.db, "delete", **who)

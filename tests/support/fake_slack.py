@@ -450,7 +450,7 @@ class FakeSlack:
         # channel -> error every chat.* call to it gets (e.g. "not_in_channel", "channel_not_found").
         self.channel_errors: dict[str, str] = {}
         self.trigger_ttl = 3.0
-        self.client_id: str | None = None  # when set, oauth.v2.access / apps.uninstall check it too
+        self.client_id: str | None = None  # when set, oauth.v2.access checks it too
         self.client_secret = "fake-secret"
         self.oauth_redirect_uri: str | None = None  # when set, oauth.v2.access must get the same one
         self.oauth_response: dict[str, Any] = {
@@ -491,17 +491,12 @@ class FakeSlack:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._methods: dict[str, tuple[Callable[[dict[str, Any], dict[str, Any]], dict[str, Any]], bool]] = {
-            "api.test": (self._api_test, False),
             "auth.test": (self._auth_test, True),
-            "auth.revoke": (self._auth_revoke, True),
-            "apps.uninstall": (self._apps_uninstall, True),
             "apps.connections.open": (self._apps_connections_open, False),
             "oauth.v2.access": (self._oauth_v2_access, False),
             "chat.postMessage": (self._chat_post_message, True),
             "chat.update": (self._chat_update, True),
             "chat.postEphemeral": (self._chat_post_ephemeral, True),
-            "chat.delete": (self._chat_delete, True),
-            "conversations.open": (self._conversations_open, True),
             "users.info": (self._users_info, True),
             "files.info": (self._files_info, True),
             "views.open": (self._views_open, True),
@@ -548,6 +543,11 @@ class FakeSlack:
         return f"{self.base_url}/api/"
 
     # -- what tests use --------------------------------------------------------------------------
+
+    @property
+    def methods(self) -> frozenset[str]:
+        """The Web API methods this fake answers (any other is `unknown_method`, as at Slack)."""
+        return frozenset(self._methods)
 
     def calls_to(self, method: str) -> list[Call]:
         with self._lock:
@@ -1124,9 +1124,6 @@ class FakeSlack:
 
     # -- methods ---------------------------------------------------------------------------------
 
-    def _api_test(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
-        return {"args": args} if args else {}
-
     def _auth_test(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
         body = {
             "url": f"https://{TEAM_DOMAIN}.slack.com/",
@@ -1152,28 +1149,11 @@ class FakeSlack:
             raise FakeSlackError("invalid_auth")
         return {"url": self.socket_mode_url()}
 
-    def _auth_revoke(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
-        token = identity.get("token")
-        if _truthy(args.get("test")):
-            return {"revoked": False}
-        if token:
-            self.revoked_tokens.add(token)
-        return {"revoked": True}
-
     def _check_client(self, args: dict[str, Any]) -> None:
         if not args.get("client_id") or (self.client_id is not None and args["client_id"] != self.client_id):
             raise FakeSlackError("invalid_client_id")
         if args.get("client_secret") != self.client_secret:
             raise FakeSlackError("bad_client_secret")
-
-    def _apps_uninstall(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
-        self._check_client(args)
-        team_id = identity["team_id"]
-        self.revoked_tokens.add(identity["token"])
-        for token, other in self.tokens.items():
-            if other.get("team_id") == team_id:
-                self.revoked_tokens.add(token)
-        return {}
 
     def _oauth_v2_access(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
         self._check_client(args)
@@ -1301,11 +1281,6 @@ class FakeSlack:
         public = {k: copy.deepcopy(v) for k, v in message.items() if k != "channel"}
         return {"channel": key[0], "ts": key[1], "text": message.get("text", ""), "message": public}
 
-    def _chat_delete(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
-        key = self._find_message(args)
-        del self.messages[key]
-        return {"channel": key[0], "ts": key[1]}
-
     def _chat_post_ephemeral(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
         channel = self._channel(args, for_post=True)
         user = args.get("user")
@@ -1315,20 +1290,6 @@ class FakeSlack:
         ts = self._next_ts()
         self.ephemerals.append({"channel": channel, "user": user, "ts": ts, **content})
         return {"message_ts": ts}
-
-    def _conversations_open(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
-        if args.get("channel"):
-            return {"channel": {"id": args["channel"]}, "no_op": True, "already_open": True}
-        users = args.get("users")
-        if isinstance(users, list):
-            users = ",".join(users)
-        if not users:
-            raise FakeSlackError("users_list_not_supplied")
-        ids = [u.strip() for u in str(users).split(",") if u.strip()]
-        if any(u[:1] not in ("U", "W") for u in ids):
-            raise FakeSlackError("user_not_found")
-        channel_id = "D" + ids[0] if len(ids) == 1 else "G" + "".join(ids)[:12]
-        return {"no_op": False, "already_open": False, "channel": {"id": channel_id}}
 
     def _users_info(self, args: dict[str, Any], identity: dict[str, Any]) -> dict[str, Any]:
         user_id = args.get("user")

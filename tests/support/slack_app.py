@@ -13,9 +13,9 @@ from typing import Any
 
 import uvicorn
 
+from bot.deps import SlackDeps, make_web_client
 from bot.services import Services, build_services
 from bot.settings import Settings
-from bot.slack_app import SlackDeps, make_web_client
 from bot.web import create_app, server_config
 from flows import setup as setup_flow
 from flows.setup import SetupState

@@ -1,17 +1,10 @@
-"""Who sent an interaction, and short answers to it (ephemeral where there is a channel, else a DM)."""
+"""Short answers to a person: ephemeral where the click came from a channel, else a direct message."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from slack_sdk import WebClient
-
-
-def caller(body: dict[str, Any]) -> tuple[str, str]:
-    """(team, user) of the person who sent an interaction payload (Bolt checked its signature)."""
-    user = body.get("user") or {}
-    team = (body.get("team") or {}).get("id") or user.get("team_id")
-    return str(team), str(user.get("id"))
 
 
 def tell(client: WebClient, body: dict[str, Any], user_id: str, text: str) -> None:
@@ -21,3 +14,8 @@ def tell(client: WebClient, body: dict[str, Any], user_id: str, text: str) -> No
         client.chat_postEphemeral(channel=channel, user=user_id, text=text)
     else:
         client.chat_postMessage(channel=user_id, text=text)
+
+
+def post_dm(client: WebClient, user_id: str, message: dict[str, Any]) -> None:
+    """A direct message from the bot (posting to a user id opens the DM with them)."""
+    client.chat_postMessage(channel=user_id, **message)
