@@ -43,6 +43,8 @@ HOLDER = text(
     "SELECT a.application_name, a.client_addr, a.backend_start FROM pg_locks l JOIN pg_stat_activity a"
     " ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.classid = :c AND l.objid = :o AND l.objsubid = 2"
     " AND l.granted"
+    # Advisory locks are per database: another database's clock on the same server is not ours.
+    " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())"
 )
 
 

@@ -41,6 +41,7 @@ from sync.backoff import MAX_SECONDS, backoff_seconds
 from sync.deadline import Deadline, deadline
 from sync.engine import EngineDeps
 from sync.errors import AuthFailed, SyncError, Throttled
+from sync.failure_log import FailureReminder, database_causes
 from sync.idle_loop import Ended, Handover, IdleLoop
 from sync.imap_limits import MB, ResponseLimits
 from sync.imap_session import ImapLogin, account_login, close_client, open_logged_in, translate_errors
@@ -98,6 +99,7 @@ class IdleWatcher:
         self.trigger = trigger
         self.idle_seconds = idle_seconds
         self.lease_ttl = lease_ttl if lease_ttl is not None else deps.config.lease_ttl
+        self._reconcile_failures = FailureReminder(log, "IDLE watches: reconciling", describe=database_causes(deps.db))
         # Renew well inside the lease: three chances before it runs out.
         self.reconcile_seconds = min(reconcile_seconds, self.lease_ttl / 3)
         self.capacity = capacity
@@ -175,8 +177,10 @@ class IdleWatcher:
             if now >= next_reconcile:
                 try:
                     self.reconcile()
-                except Exception:
-                    log.exception("IDLE watches: reconciling with the database failed; trying again")
+                except Exception as exc:
+                    self._reconcile_failures.failed(exc)  # a dead database: once, then reminders with backoff
+                else:
+                    self._reconcile_failures.recovered()
                 next_reconcile = time.monotonic() + self.reconcile_seconds
             self._start_logins()
             self._wake.wait(min(0.5, max(0.0, next_reconcile - time.monotonic())))

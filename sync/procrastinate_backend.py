@@ -12,22 +12,21 @@ import asyncio
 import datetime as dt
 import logging
 import threading
-import time
 from collections.abc import Coroutine
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from procrastinate import App, PsycopgConnector
 from procrastinate.exceptions import AlreadyEnqueued, ConnectorException
 from procrastinate.jobs import Job, Status
 from procrastinate.manager import JobManager
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import make_url
 
 from models.db import application_name, postgres_session_options
-from sync import metrics
 from sync.engine import EngineDeps, Outcome, sync_account
 from sync.errors import LeaseLost
+from sync.slice_metrics import metered, observed_slice
 
 log = logging.getLogger(__name__)
 
@@ -75,37 +74,21 @@ def account_lock(account_id: int) -> str:
 
 
 def run_slice(deps: EngineDeps, account_id: int, budget_seconds: float | None) -> Outcome:
-    """One slice of the account's sync (`sync.engine.sync_account`), counted in the metrics."""
-    kind = _run_kind(deps.db, account_id)
-    started = time.monotonic()
-    try:
-        outcome = sync_account(deps, account_id, budget_seconds=budget_seconds)
-    except LeaseLost:
-        # Found at the slice's last commit: another process took over while this one was paused or slow.
-        log.warning("account %s: lease lost; stopping without writing", account_id)
-        outcome = Outcome.FAILED
-    metrics.observe_slice(kind, outcome.value, time.monotonic() - started)
+    """One slice of the account's sync (`sync.engine.sync_account`), counted in the metrics like a local one."""
+    with observed_slice(deps.db, account_id) as tally:
+        try:
+            outcome = sync_account(deps, account_id, budget_seconds=budget_seconds)
+        except LeaseLost:
+            # Found at the slice's last commit: another process took over while this one was paused or slow.
+            log.warning("account %s: lease lost; stopping without writing", account_id)
+            outcome = Outcome.FAILED
+        tally.outcome = outcome.value
     return outcome
-
-
-def _run_kind(db: Engine, account_id: int) -> str:
-    """The kind of the run this slice continues; "poll" when it starts a new one (the engine decides its kind)."""
-    try:
-        with db.connect() as conn:
-            kind = conn.execute(
-                text(
-                    "SELECT r.kind FROM email_account a JOIN sync_run r ON r.id = a.current_run_id"
-                    " WHERE a.id = :id AND r.status = 'running'"
-                ),
-                {"id": account_id},
-            ).scalar()
-    except Exception:  # a label is not worth failing a sync over
-        return "unknown"
-    return str(kind) if kind else "poll"
 
 
 def register_sync_task(app: App, deps: EngineDeps, *, slice_seconds: float | None) -> None:
     """Register the job that runs one slice of an account's sync in this worker."""
+    deps = replace(deps, notifier=metered(deps.notifier))  # run kinds and errors by class land in /metrics
 
     # retry=False: the engine records failures and backs off by itself; a Procrastinate retry would also
     # collide with the queueing lock of the job the next tick defers.

@@ -27,17 +27,20 @@ def test_idle_polls_call_slack_never_and_news_does(slack, mailbox):
     assert notifier is not None
     deps.notifier = notifier
     assert sync_account(deps, account) is Outcome.DONE  # the first sync is recorded and shown
+    notifier.flush()  # Slack calls leave from the outbox thread: everything of the first sync has gone
     slack.fake.wait_for("views.publish")
     runs = run_count(slack, account)
     calls = len(slack.fake.calls)
 
     for _ in range(5):
         assert sync_account(deps, account) is Outcome.DONE
+    notifier.flush()
     assert len(slack.fake.calls) == calls, [c.summary() for c in slack.fake.calls[calls:]]
     assert run_count(slack, account) == runs
 
     mailbox.append("INBOX", make_message(subject="news"), date=dt.datetime.now(dt.UTC))
     assert sync_account(deps, account) is Outcome.DONE
+    notifier.flush()
     assert run_count(slack, account) == runs + 1
     published = [c for c in slack.fake.calls[calls:] if c.method == "views.publish"]
     assert published, [c.summary() for c in slack.fake.calls[calls:]]

@@ -27,14 +27,18 @@ def test_reconnect_names_the_mailbox_says_what_happens_next_and_sends_one_messag
     db = slack.services.db
     setup_flow.save_step(db, state.session_id, team_id="T0001", user_id="U0001", step="start", start="1m")
     account = setup_flow.finish(db, state.session_id, team_id="T0001", user_id="U0001")
-    slack.services.notifier = slack_notifier(slack.services)  # the worker's notifier: DMs through the fake Slack
+    notifier = slack_notifier(slack.services)  # the worker's notifier: DMs through the fake Slack
+    assert notifier is not None
+    slack.services.notifier = notifier
     deps = slack.services.engine_deps("test")
     deps.config.ssl_context = mailbox.server.ssl_context
 
     def sync() -> Outcome:
         with session_scope(db) as session:
             session.execute(update(EmailAccount).values(next_sync_at=utcnow()))
-        return sync_account(deps, account)
+        outcome = sync_account(deps, account)
+        notifier.flush()  # its Slack calls leave from the outbox thread
+        return outcome
 
     assert sync() is Outcome.DONE
     smtp.users[mailbox.user] = "new-app-password"
