@@ -93,6 +93,13 @@ def test_serve_worker_and_sync_together(tmp_path, dovecot):
             except OSError:
                 time.sleep(0.3)
         assert healthy, logs[0].read_text()[-3000:]
+        # The worker processes take leases too: during the sync, or at their next poll (EMAILSYNC_POLL_SECONDS).
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not any(
+            owner.startswith("worker")
+            for _, _, owner, _, _ in LEASE_LINE.findall(logs[0].read_text() + logs[1].read_text())
+        ):
+            time.sleep(0.3)
         time.sleep(2)  # let the worker processes run a few more ticks side by side
     finally:
         for proc in (serve, worker):
