@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import delete, func, or_, update
+from sqlalchemy.dialects import sqlite
 from sqlmodel import Session, col, select
 
 from models.clock import utcnow
@@ -214,14 +216,19 @@ def open_run(session: Session, *, account_id: int, kind: RunKind) -> SyncRun:
 
 
 def record_heartbeat(session: Session, *, name: str, owner: str) -> None:
-    """Note that the scheduler ticked now."""
-    beat = session.get(SchedulerHeartbeat, name)
-    if beat is None:
-        session.add(SchedulerHeartbeat(name=name, owner=owner, ticked_at=utcnow()))
+    """Note that the scheduler ticked now (an upsert: several local workers may tick at the same moment)."""
+    now = utcnow()
+    stmt: Any
+    if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql  # imported here, like models/mailstore.py: start-up time
+
+        stmt = postgresql.insert(SchedulerHeartbeat)
     else:
-        beat.owner = owner
-        beat.ticked_at = utcnow()
-        session.add(beat)
+        stmt = sqlite.insert(SchedulerHeartbeat)
+    stmt = stmt.values(name=name, owner=owner, ticked_at=now).on_conflict_do_update(
+        index_elements=["name"], set_={"owner": owner, "ticked_at": now}
+    )
+    session.exec(stmt)
 
 
 def last_heartbeat(session: Session, *, name: str) -> dt.datetime | None:
